@@ -1,0 +1,50 @@
+# MigraineMamba — the two commands of the README are `make run` and `make test`.
+# Everything lives in .venv, created from the project's own files.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU-only machines: the CPU build of torch, installed before anything that needs torch.
+# GPU machines: override, e.g. make install TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url <CUDA wheel index>"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed
+
+export PATH := $(abspath $(BIN)):$(PATH)
+export BENTOML_DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: install run pipeline test test-all benchmark lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## the main job on the embedded defaults: the whole DVC pipeline on the simulated cohort
+run: install pipeline
+
+pipeline:
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+## the default test run (CI runs this)
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: install
+	$(BIN)/python -m pytest -q
+
+benchmark: install
+	$(BIN)/python benchmarks/bench_data.py
+
+lint: install
+	$(BIN)/ruff check src tests pipelines benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

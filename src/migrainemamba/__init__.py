@@ -1,0 +1,1 @@
+"""MigraineMamba: daily migraine-onset forecasting."""

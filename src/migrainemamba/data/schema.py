@@ -1,0 +1,116 @@
+"""The data contract (DESIGN.md §2), defined once.
+
+Every table the project reads or writes — simulated cohorts, imported real
+diaries, the service's database rows — uses these column names, dtypes and
+ranges. Validation (``migrainemamba.data.validation``), the simulator, the
+features and the service all import from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+SYMPTOMS: tuple[str, ...] = (
+    "fatigue",
+    "yawning",
+    "neck_stiffness",
+    "mood_change",
+    "food_cravings",
+    "light_sensitivity",
+    "sound_sensitivity",
+    "concentration_difficulty",
+    "nausea",
+    "aura",
+)
+
+GENDERS: tuple[str, ...] = ("F", "M", "X")
+DEFAULT_CYCLE_LENGTH_DAYS = 28
+
+
+@dataclass(frozen=True)
+class Column:
+    """One contract column: its polars dtype, whether it may be null, its range."""
+
+    name: str
+    dtype: pl.DataType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    doc: str = ""
+
+
+USER_COLUMNS: tuple[Column, ...] = (
+    Column("user_id", pl.String(), doc="stable identifier"),
+    Column("gender", pl.String(), doc="F, M or X"),
+    Column("age", pl.Int64(), min=10, max=110),
+    Column("height_cm", pl.Float64(), min=100, max=250),
+    Column("weight_kg", pl.Float64(), min=25, max=350),
+    Column("location_city", pl.String(), nullable=True),
+    Column("attacks_per_month", pl.Float64(), min=0, max=31, doc="self-reported at onboarding"),
+    Column("has_menstrual_cycle", pl.Boolean()),
+    Column("cycle_start_day", pl.Date(), nullable=True, doc="date of a recent period start"),
+    Column("cycle_length_days", pl.Int64(), nullable=True, min=15, max=60, doc="null = 28"),
+)
+
+# Morning fields are known when the forecast for that date is made (the night
+# before and the morning itself); day fields and the outcome are not.
+MORNING_FIELDS: tuple[str, ...] = (
+    "sleep_hours",
+    "sleep_quality_good",
+    "menstruating",
+    "barometric_pressure_hpa",
+)
+DAY_FIELDS: tuple[str, ...] = (
+    "stress_level",
+    "skipped_meals",
+    "had_snack",
+    "alcohol_drinks",
+    "caffeine_drinks",
+    "water_glasses",
+    "bright_light_exposure",
+    "screen_time_hours",
+    "symptoms",
+)
+OUTCOME_FIELDS: tuple[str, ...] = (
+    "migraine_occurred",
+    "migraine_severity",
+    "migraine_duration_hours",
+)
+
+DAILY_LOG_COLUMNS: tuple[Column, ...] = (
+    Column("user_id", pl.String()),
+    Column("date", pl.Date()),
+    Column("sleep_hours", pl.Float64(), min=0, max=24),
+    Column("sleep_quality_good", pl.Boolean()),
+    Column("stress_level", pl.Int64(), min=1, max=10),
+    Column("skipped_meals", pl.Int64(), min=0, max=3),
+    Column("had_snack", pl.Boolean()),
+    Column("alcohol_drinks", pl.Int64(), min=0, max=50),
+    Column("caffeine_drinks", pl.Int64(), min=0, max=50),
+    Column("water_glasses", pl.Int64(), min=0, max=60),
+    Column("bright_light_exposure", pl.Boolean()),
+    Column("screen_time_hours", pl.Float64(), min=0, max=24),
+    Column("menstruating", pl.Boolean(), nullable=True),
+    Column("barometric_pressure_hpa", pl.Float64(), nullable=True, min=850, max=1090),
+    Column("symptoms", pl.List(pl.String()), doc=f"subset of {SYMPTOMS}"),
+    Column("migraine_occurred", pl.Boolean(), nullable=True, doc="null = not reported"),
+    Column("migraine_severity", pl.Int64(), nullable=True, min=0, max=10),
+    Column("migraine_duration_hours", pl.Float64(), nullable=True, min=0, max=240),
+)
+
+USERS_SCHEMA: dict[str, pl.DataType] = {c.name: c.dtype for c in USER_COLUMNS}
+DAILY_LOGS_SCHEMA: dict[str, pl.DataType] = {c.name: c.dtype for c in DAILY_LOG_COLUMNS}
+
+assert set(MORNING_FIELDS) | set(DAY_FIELDS) | set(OUTCOME_FIELDS) | {"user_id", "date"} == set(
+    DAILY_LOGS_SCHEMA
+), "every daily-log column must be classified as morning, day or outcome field"
+
+
+def empty_users() -> pl.DataFrame:
+    return pl.DataFrame(schema=USERS_SCHEMA)
+
+
+def empty_daily_logs() -> pl.DataFrame:
+    return pl.DataFrame(schema=DAILY_LOGS_SCHEMA)

@@ -1,0 +1,35 @@
+"""Shared fixtures: the real Hydra config, shrunk, and simulated cohorts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+for key, value in {
+    "BENTOML_DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+}.items():
+    os.environ.setdefault(key, value)
+
+from migrainemamba.config import load_config, to_dict  # noqa: E402
+from migrainemamba.data.simulator import SimulatorConfig, simulate_cohort  # noqa: E402
+
+
+def simulator_config(**overrides) -> SimulatorConfig:
+    data = to_dict(load_config().data)
+    data.update(overrides)
+    return SimulatorConfig.from_dict(data)
+
+
+@pytest.fixture(scope="session")
+def small_cohort():
+    """120 people x 120 days: fast, for contract and plumbing tests."""
+    return simulate_cohort(simulator_config(n_users=120, n_days=120, seed=7))
+
+
+@pytest.fixture(scope="session")
+def large_cohort():
+    """4,000 people x 365 days: enough onsets to check effects and calibration (~7 s)."""
+    return simulate_cohort(simulator_config(n_users=4000, n_days=365, seed=11))
