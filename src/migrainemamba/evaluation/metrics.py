@@ -50,6 +50,12 @@ def brier(y: np.ndarray, p: np.ndarray) -> float:
     return float(brier_score_loss(np.asarray(y, bool), np.asarray(p, float)))
 
 
+def uniform_bins(p: np.ndarray, n_bins: int) -> np.ndarray:
+    """Index of the equal-width bin on [0, 1] of each forecast (1.0 falls in the last bin)."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10, strategy: str = "uniform") -> float:
     """Sum over bins of |mean forecast − observed rate| weighted by the bin's share of days.
 
@@ -61,12 +67,12 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10, s
     if len(p) == 0:
         return float("nan")
     if strategy == "uniform":
-        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        bins = uniform_bins(p, n_bins)
     elif strategy == "quantile":
         edges = np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1))
+        bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
     else:
         raise ValueError(f"strategy: {strategy!r} is not 'uniform' or 'quantile'")
-    bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
     counts = np.bincount(bins, minlength=n_bins)
     sum_p = np.bincount(bins, weights=p, minlength=n_bins)
     sum_y = np.bincount(bins, weights=y, minlength=n_bins)

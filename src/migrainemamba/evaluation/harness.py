@@ -1,0 +1,129 @@
+"""The evaluation harness: split, fit/predict each model family, audit, score, report.
+
+Models plug in through ``ForecastModel`` (``migrainemamba.models.base``); the
+harness hands them ``ForecastBatch``es, never labels of the days they forecast.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from migrainemamba.evaluation.leakage import require_no_leakage
+from migrainemamba.evaluation.scoring import Scored, reliability_curve, score_with_intervals
+from migrainemamba.features import PHASES
+from migrainemamba.models.base import ForecastBatch, ForecastModel
+
+log = logging.getLogger(__name__)
+
+REFERENCE_MODEL = "base_rate"  # Brier skill is measured against the running personal base rate
+POPULATIONS = ("all", "cold_start")
+
+
+@dataclass
+class SplitData:
+    """The cohort with its split, as batches the models consume."""
+
+    users: pl.DataFrame
+    daily_logs: pl.DataFrame
+    features: pl.DataFrame  # build_features output + split + cold_start
+
+    def batch(self, split: str, scorable_only: bool = True) -> ForecastBatch:
+        rows = self.features.filter(pl.col("split") == split)
+        if scorable_only:
+            rows = rows.filter(pl.col("scorable"))
+        return ForecastBatch(self.users, self.daily_logs, rows.select("user_id", "date"), precomputed=self.features)
+
+
+def predict_test(
+    models: Sequence[ForecastModel],
+    data: SplitData,
+    audit_samples: int = 12,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Forecast every scorable test day with each (already fitted) model.
+
+    Each model first passes the leakage audit on sampled test days.
+    Returns ``user_id, date, phase, cold_start, model, p, y``.
+    """
+    test = data.features.filter((pl.col("split") == "test") & pl.col("scorable"))
+    batch = data.batch("test")
+    frames = []
+    for model in tqdm(models, desc="predict test days", leave=False):
+        require_no_leakage(model, data.users, data.daily_logs, batch.targets, n_samples=audit_samples, seed=seed)
+        p = np.asarray(model.predict(batch), dtype=float)
+        if p.shape != (test.height,) or not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
+            raise ValueError(f"model {model.name!r}: predict must return {test.height} probabilities in [0, 1]")
+        frames.append(
+            test.select(
+                "user_id", "date", "phase", "cold_start",
+                model=pl.lit(model.name), p=pl.Series(p), y=pl.col("onset").cast(pl.Boolean),
+            )
+        )
+    return pl.concat(frames)
+
+
+def with_oracle(predictions: pl.DataFrame, truth_days: pl.DataFrame | None) -> pl.DataFrame:
+    """Attach the simulator's p_oracle (the ceiling) to every prediction row, when known."""
+    if truth_days is None:
+        return predictions
+    return predictions.join(truth_days.select("user_id", "date", "p_oracle"), on=["user_id", "date"], how="left")
+
+
+def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
+    """Scores per population (all test days, cold-start users) x phase x model."""
+    has_oracle = "p_oracle" in predictions.columns and predictions["p_oracle"].null_count() == 0
+    user_index = {u: i for i, u in enumerate(predictions["user_id"].unique().sort().to_list())}
+    reference = predictions.filter(pl.col("model") == REFERENCE_MODEL).select(
+        "user_id", "date", p_ref=pl.col("p")
+    )
+    if reference.height == 0:
+        raise ValueError(f"the reference model {REFERENCE_MODEL!r} must be among the evaluated models")
+    rows = predictions.join(reference, on=["user_id", "date"], how="left")
+    results: dict[str, Any] = {}
+    jobs = [(pop, phase, model) for pop in POPULATIONS for phase in PHASES for model in rows["model"].unique().sort()]
+    for population, phase, model in tqdm(jobs, desc="bootstrap scores", leave=False):
+        part = rows.filter((pl.col("phase") == phase) & (pl.col("model") == model))
+        if population == "cold_start":
+            part = part.filter(pl.col("cold_start"))
+        scored = Scored(
+            user=part["user_id"].replace_strict(user_index, return_dtype=pl.Int64).to_numpy(),
+            y=part["y"].to_numpy(),
+            p=part["p"].to_numpy(),
+            p_ref=part["p_ref"].to_numpy(),
+            p_oracle=part["p_oracle"].to_numpy() if has_oracle else None,
+        )
+        results.setdefault(population, {}).setdefault(phase, {})[model] = score_with_intervals(scored, n_boot, seed)
+    return results
+
+
+def reliability_curves(predictions: pl.DataFrame) -> dict[str, dict[str, dict[str, list[float]]]]:
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for (phase, model), part in predictions.group_by("phase", "model"):
+        out.setdefault(phase, {})[model] = reliability_curve(part["y"].to_numpy(), part["p"].to_numpy())
+    return out
+
+
+def headline(scores: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat numbers for metrics/evaluate.json: population/phase/model/metric."""
+    keep = (
+        "auc", "within_person_auc", "brier", "brier_skill", "ece", "lift_captured_auc",
+        "lift_captured_within_person_auc", "oracle_auc", "oracle_within_person_auc", "n_days", "n_onsets",
+    )
+    flat: dict[str, Any] = {}
+    for population, phases in scores.items():
+        for phase, models in phases.items():
+            for model, values in models.items():
+                for key in keep:
+                    for suffix in ("", "_lo", "_hi"):
+                        if key + suffix in values:
+                            flat.setdefault(population, {}).setdefault(phase, {}).setdefault(model, {})[
+                                key + suffix
+                            ] = round(values[key + suffix], 5)
+    return flat

@@ -1,0 +1,132 @@
+"""The evaluation harness: hand-checked metrics, seeded bootstrap, time-ordered split, no leakage."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from migrainemamba.evaluation.baselines import RunningBaseRate
+from migrainemamba.evaluation.harness import SplitData, predict_test, score_predictions
+from migrainemamba.evaluation.leakage import LeakageError, require_no_leakage
+from migrainemamba.evaluation.metrics import expected_calibration_error, pooled_auc, within_person_auc
+from migrainemamba.evaluation.scoring import Scored, score_with_intervals, weighted_auc
+from migrainemamba.evaluation.split import make_split
+from migrainemamba.features import build_features
+from migrainemamba.models.base import ForecastBatch
+
+SPLIT = {"holdout_user_share": 0.25, "train_share": 0.55, "valid_share": 0.15, "seed": 1}
+
+
+def test_auc_matches_a_hand_computed_value():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.4, 0.35, 0.8])
+    # positive/negative pairs: (0.35>0.1), (0.35<0.4), (0.8>0.1), (0.8>0.4) -> 3/4
+    assert pooled_auc(y, p) == pytest.approx(0.75)
+    assert weighted_auc(y, p, np.ones((1, 4)))[0] == pytest.approx(0.75)
+    # a tie counts one half
+    assert pooled_auc(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.5)
+    # integer weights equal repeating rows
+    w = np.array([[2.0, 1.0, 1.0, 3.0]])
+    y_rep, p_rep = np.repeat(y, [2, 1, 1, 3]), np.repeat(p, [2, 1, 1, 3])
+    assert weighted_auc(y, p, w)[0] == pytest.approx(pooled_auc(y_rep, p_rep))
+
+
+def test_ece_matches_a_hand_computed_value():
+    p = np.array([0.1, 0.1, 0.9, 0.9])
+    y = np.array([0, 1, 1, 1])
+    # bin [0.1,0.2): forecast 0.1 vs rate 0.5, half the days -> 0.2; bin [0.9,1]: 0.9 vs 1.0 -> 0.05
+    assert expected_calibration_error(y, p) == pytest.approx(0.25)
+    assert expected_calibration_error(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.0)
+
+
+def test_within_person_auc_averages_users_with_both_classes():
+    users = np.array(["a"] * 4 + ["b"] * 3 + ["c"] * 2)
+    y = np.array([0, 0, 1, 1, 0, 1, 1, 0, 0])
+    p = np.array([0.1, 0.4, 0.35, 0.8, 0.9, 0.1, 0.2, 0.3, 0.4])
+    value, n = within_person_auc(users, y, p)
+    assert n == 2  # c has no onset
+    assert value == pytest.approx((0.75 + 0.0) / 2)
+
+
+def _scored(seed: int = 0) -> Scored:
+    rng = np.random.default_rng(seed)
+    user = np.repeat(np.arange(60), 50)
+    y = rng.random(user.size) < 0.1
+    p = np.clip(0.1 + 0.1 * y + rng.normal(0, 0.05, user.size), 0.01, 0.99)
+    return Scored(user=user, y=y, p=p, p_ref=np.full(user.size, 0.1), p_oracle=np.clip(p + 0.05 * y, 0, 1))
+
+
+def test_bootstrap_is_seeded_and_brackets_the_point_estimate():
+    s = _scored()
+    a = score_with_intervals(s, n_boot=100, seed=3)
+    b = score_with_intervals(s, n_boot=100, seed=3)
+    c = score_with_intervals(s, n_boot=100, seed=4)
+    assert a == b
+    assert a["auc_lo"] != c["auc_lo"]
+    for name in ("auc", "within_person_auc", "brier", "brier_skill", "ece", "lift_captured_auc"):
+        assert a[f"{name}_lo"] <= a[name] <= a[f"{name}_hi"], name
+    assert a["brier"] == pytest.approx(np.mean((s.p - s.y) ** 2))
+    assert a["brier_skill"] == pytest.approx(1 - np.mean((s.p - s.y) ** 2) / np.mean((0.1 - s.y) ** 2))
+
+
+@pytest.fixture(scope="module")
+def split_data(small_cohort):
+    features = make_split(build_features(small_cohort.users, small_cohort.daily_logs), SPLIT)
+    return SplitData(small_cohort.users, small_cohort.daily_logs, features)
+
+
+def test_split_is_time_ordered_within_users_and_holds_out_whole_users(split_data):
+    f = split_data.features.filter(pl.col("logged"))
+    cold = f.filter(pl.col("cold_start"))
+    assert cold.height and (cold["split"] == "test").all()
+    assert 0.1 < f["cold_start"].mean() < 0.4
+    ranges = (
+        f.filter(~pl.col("cold_start"))
+        .group_by("user_id", "split")
+        .agg(first=pl.col("date").min(), last=pl.col("date").max())
+    )
+    order = {"train": 0, "valid": 1, "test": 2}
+    for (_, ), part in ranges.group_by("user_id"):
+        rows = sorted(part.iter_rows(named=True), key=lambda r: order[r["split"]])
+        for earlier, later in zip(rows, rows[1:], strict=False):
+            assert earlier["last"] < later["first"]
+    again = make_split(split_data.features.drop("split", "cold_start"), SPLIT)
+    assert again["split"].equals(split_data.features["split"])
+
+
+class PeekingModel:
+    """Cheats: reads the forecast day's own reported outcome from the diary."""
+
+    name = "peeking"
+
+    def fit(self, train, valid=None):
+        pass
+
+    def predict(self, batch: ForecastBatch) -> np.ndarray:
+        outcome = batch.targets.join(
+            batch.daily_logs.select("user_id", "date", "migraine_occurred"), on=["user_id", "date"], how="left",
+            maintain_order="left",
+        )["migraine_occurred"]
+        return np.where(outcome.fill_null(False).to_numpy(), 0.99, 0.01)
+
+
+def test_harness_refuses_a_model_that_sees_the_future(split_data):
+    test = split_data.batch("test")
+    cheat = PeekingModel()
+    # scored naively it looks near-perfect ...
+    assert pooled_auc(test.labels().astype(bool), cheat.predict(test)) > 0.95
+    # ... and the harness refuses it
+    with pytest.raises(LeakageError, match="peeking"):
+        require_no_leakage(cheat, split_data.users, split_data.daily_logs, test.targets, n_samples=10)
+    with pytest.raises(LeakageError):
+        predict_test([RunningBaseRate(), cheat], split_data, audit_samples=10)
+
+
+def test_honest_model_passes_and_is_scored_per_phase(split_data):
+    predictions = predict_test([RunningBaseRate()], split_data, audit_samples=6)
+    assert set(predictions.columns) >= {"user_id", "date", "phase", "model", "p", "y"}
+    scores = score_predictions(predictions, n_boot=20, seed=0)
+    assert set(scores) == {"all", "cold_start"}
+    some = scores["all"]["31+"]["base_rate"]
+    assert some["brier_skill"] == pytest.approx(0.0)  # the reference scored against itself
