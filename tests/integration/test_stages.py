@@ -1,0 +1,84 @@
+"""Whole stages on small configs: prepare and features write what dvc.yaml declares."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from migrainemamba.config import load_config, repo_root
+from migrainemamba.data.stage import run_prepare
+from migrainemamba.features.stage import run_features
+
+FIXTURES = repo_root() / "tests" / "fixtures" / "diary"
+
+
+def stage_config(tmp: Path, *extra: str):
+    return load_config(
+        [
+            f"paths.prepared={tmp}/prepared",
+            f"paths.features={tmp}/features",
+            f"paths.metrics={tmp}/metrics",
+            f"paths.plots={tmp}/plots",
+            f"paths.models={tmp}/models",
+            f"paths.predictions={tmp}/predictions",
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.integration
+def test_prepare_and_features_on_the_simulated_default_shrunk(tmp_path):
+    cfg = stage_config(tmp_path, "+debug=tiny")
+    metrics = run_prepare(cfg, progress=False)
+    for name in ("users", "daily_logs", "quarantine", "truth_users", "truth_days"):
+        assert (tmp_path / "prepared" / f"{name}.parquet").exists()
+    assert (tmp_path / "prepared" / "quality_report.json").exists()
+    assert {"attack_frequency.png", "timelines.png", "oracle_reliability.png"} <= {
+        p.name for p in (tmp_path / "plots" / "prepare").iterdir()
+    }
+    saved = json.loads((tmp_path / "metrics" / "prepare.json").read_text())
+    assert saved == pytest.approx(metrics)
+    assert saved["n_users"] == 120 and saved["n_quarantined_rows"] == 0
+    assert 0.5 < saved["auc_p_oracle"] <= saved["auc_p_true"] + 0.02
+
+    features = run_features(cfg)
+    assert features["n_feature_columns"] > 40 and features["n_scorable_days"] > 1000
+    assert (tmp_path / "features" / "features.parquet").exists()
+    assert (tmp_path / "features" / "sequences.npz").exists()
+
+
+@pytest.mark.integration
+def test_prepare_on_real_files_quarantines_bad_rows(tmp_path):
+    users = pl.read_csv(FIXTURES / "users.csv", infer_schema=False)
+    logs = pl.read_csv(FIXTURES / "daily_logs.csv", infer_schema=False)
+    bad = logs.head(2).with_columns(pl.lit("14").alias("stress_level"))  # out of range, and duplicates
+    (tmp_path / "raw").mkdir()
+    users.write_csv(tmp_path / "raw" / "users.csv")
+    pl.concat([logs, bad]).write_csv(tmp_path / "raw" / "daily_logs.csv")
+    cfg = stage_config(
+        tmp_path, "data=real", f"data.users_path={tmp_path}/raw/users.csv",
+        f"data.daily_logs_path={tmp_path}/raw/daily_logs.csv",
+    )
+    run_prepare(cfg, progress=False)
+    quarantine = pl.read_parquet(tmp_path / "prepared" / "quarantine.parquet")
+    valid = pl.read_parquet(tmp_path / "prepared" / "daily_logs.parquet")
+    appended = quarantine.filter(pl.col("table") == "daily_logs", pl.col("row_number") > logs.height)
+    assert appended.height == 2 and appended["reason"].str.contains("stress_level: 14").all()
+    assert valid.height + quarantine.filter(pl.col("table") == "daily_logs").height == logs.height + 2
+    assert not (tmp_path / "prepared" / "truth_days.parquet").exists()
+
+
+@pytest.mark.integration
+def test_prepare_stops_on_a_missing_column(tmp_path):
+    (tmp_path / "raw").mkdir()
+    pl.read_csv(FIXTURES / "users.csv", infer_schema=False).drop("age").write_csv(tmp_path / "raw" / "users.csv")
+    cfg = stage_config(
+        tmp_path, "data=real", f"data.users_path={tmp_path}/raw/users.csv",
+        f"data.daily_logs_path={FIXTURES}/daily_logs.csv",
+    )
+    with pytest.raises(ValueError, match="age"):
+        run_prepare(cfg, progress=False)
