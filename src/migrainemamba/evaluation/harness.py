@@ -16,13 +16,21 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from migrainemamba.evaluation.leakage import require_no_leakage
-from migrainemamba.evaluation.scoring import Scored, reliability_curve, score_with_intervals
+from migrainemamba.evaluation.scoring import (
+    Scored,
+    bootstrap_replicates,
+    is_scorable,
+    reliability_curve,
+    summarize,
+)
 from migrainemamba.features import PHASES
 from migrainemamba.models.base import ForecastBatch, ForecastModel
 
 log = logging.getLogger(__name__)
 
 REFERENCE_MODEL = "base_rate"  # Brier skill is measured against the running personal base rate
+BASELINES = ("base_rate", "prior_logistic")  # every other model gets paired differences to these
+PAIRED_METRICS = ("auc", "within_person_auc", "brier_skill", "ece")
 POPULATIONS = ("all", "cold_start")
 
 
@@ -77,7 +85,12 @@ def with_oracle(predictions: pl.DataFrame, truth_days: pl.DataFrame | None) -> p
 
 
 def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
-    """Scores per population (all test days, cold-start users) x phase x model."""
+    """Scores per population (all test days, cold-start users) x phase x model.
+
+    Besides each score's interval, every model gets paired bootstrap intervals of its
+    difference to each baseline (``<metric>_minus_<baseline>``): the same resampled
+    users score both, so "beats" means the interval of the difference lies above 0.
+    """
     has_oracle = "p_oracle" in predictions.columns and predictions["p_oracle"].null_count() == 0
     user_index = {u: i for i, u in enumerate(predictions["user_id"].unique().sort().to_list())}
     reference = predictions.filter(pl.col("model") == REFERENCE_MODEL).select(
@@ -86,20 +99,33 @@ def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict
     if reference.height == 0:
         raise ValueError(f"the reference model {REFERENCE_MODEL!r} must be among the evaluated models")
     rows = predictions.join(reference, on=["user_id", "date"], how="left")
+    models = rows["model"].unique().sort().to_list()
     results: dict[str, Any] = {}
-    jobs = [(pop, phase, model) for pop in POPULATIONS for phase in PHASES for model in rows["model"].unique().sort()]
-    for population, phase, model in tqdm(jobs, desc="bootstrap scores", leave=False):
-        part = rows.filter((pl.col("phase") == phase) & (pl.col("model") == model))
-        if population == "cold_start":
-            part = part.filter(pl.col("cold_start"))
-        scored = Scored(
-            user=part["user_id"].replace_strict(user_index, return_dtype=pl.Int64).to_numpy(),
-            y=part["y"].to_numpy(),
-            p=part["p"].to_numpy(),
-            p_ref=part["p_ref"].to_numpy(),
-            p_oracle=part["p_oracle"].to_numpy() if has_oracle else None,
-        )
-        results.setdefault(population, {}).setdefault(phase, {})[model] = score_with_intervals(scored, n_boot, seed)
+    jobs = [(pop, phase) for pop in POPULATIONS for phase in PHASES]
+    for population, phase in tqdm(jobs, desc="bootstrap scores", leave=False):
+        replicates = {}
+        for model in models:
+            part = rows.filter((pl.col("phase") == phase) & (pl.col("model") == model))
+            if population == "cold_start":
+                part = part.filter(pl.col("cold_start"))
+            scored = Scored(
+                user=part["user_id"].replace_strict(user_index, return_dtype=pl.Int64).to_numpy(),
+                y=part["y"].to_numpy(),
+                p=part["p"].to_numpy(),
+                p_ref=part["p_ref"].to_numpy(),
+                p_oracle=part["p_oracle"].to_numpy() if has_oracle else None,
+            )
+            summary = {"n_days": float(part.height), "n_onsets": float(part["y"].sum()), "n_users": float(part["user_id"].n_unique())}
+            if is_scorable(scored):
+                replicates[model] = bootstrap_replicates(scored, n_boot, seed)
+                summary |= summarize(replicates[model])
+            results.setdefault(population, {}).setdefault(phase, {})[model] = summary
+        for model, reps in replicates.items():
+            for baseline in BASELINES:
+                if baseline == model or baseline not in replicates:
+                    continue
+                diffs = {f"{m}_minus_{baseline}": reps[m] - replicates[baseline][m] for m in PAIRED_METRICS}
+                results[population][phase][model] |= summarize(diffs)
     return results
 
 
@@ -115,6 +141,7 @@ def headline(scores: Mapping[str, Any]) -> dict[str, Any]:
     keep = (
         "auc", "within_person_auc", "brier", "brier_skill", "ece", "lift_captured_auc",
         "lift_captured_within_person_auc", "oracle_auc", "oracle_within_person_auc", "n_days", "n_onsets",
+        *(f"{m}_minus_{b}" for m in PAIRED_METRICS for b in BASELINES),
     )
     flat: dict[str, Any] = {}
     for population, phases in scores.items():

@@ -34,10 +34,24 @@ def _foundation(cfg: DictConfig, data: SplitData) -> ForecastModel:
     return FoundationModel.load(resolve_path(cfg.paths.models) / "foundation")
 
 
+def _temporal(cfg: DictConfig, data: SplitData) -> ForecastModel:
+    from migrainemamba.models.temporal import TemporalModel
+
+    return TemporalModel.load(resolve_path(cfg.temporal.model_dir))
+
+
+def _gru(cfg: DictConfig, data: SplitData) -> ForecastModel:
+    from migrainemamba.models.temporal import TemporalModel
+
+    return TemporalModel.load(resolve_path(cfg.temporal.gru_dir))
+
+
 MODEL_FACTORIES: dict[str, Callable[[DictConfig, SplitData], ForecastModel]] = {
     "base_rate": _base_rate,
     "prior_logistic": _prior_logistic,
     "foundation": _foundation,
+    "temporal": _temporal,
+    "gru": _gru,
 }
 
 

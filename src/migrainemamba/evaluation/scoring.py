@@ -87,33 +87,52 @@ def _scores(s: Scored, p: np.ndarray, weights: np.ndarray, n_users: int) -> dict
     }
 
 
-def score_with_intervals(s: Scored, n_boot: int, seed: int) -> dict[str, float]:
-    """Point estimates and 95% percentile intervals (bootstrap over users, seeded)."""
-    n_users = int(s.user.max()) + 1 if len(s.user) else 0
-    out: dict[str, float] = {"n_days": float(len(s.y)), "n_onsets": float(s.y.sum()), "n_users": float(len(np.unique(s.user)))}
-    if len(s.y) == 0 or s.y.all() or not s.y.any():
-        return out
+def bootstrap_replicates(s: Scored, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Each score on all users (index 0) and on ``n_boot`` resamples of users (1..n_boot).
+
+    The resamples depend only on the set of users and the seed, so models scored on
+    the same days share them: differences between models are paired.
+    """
+    n_users = int(s.user.max()) + 1
     rng = np.random.default_rng(seed)
     present = np.unique(s.user)
     draws = rng.choice(present, size=(n_boot, len(present)), replace=True)
     boot = np.stack([np.bincount(d, minlength=n_users) for d in draws]).astype(float)
     full = np.zeros((1, n_users))
     full[0, present] = 1.0
+    weights = np.vstack([full, boot])
     forecasts = {"": s.p} | ({"oracle_": s.p_oracle} if s.p_oracle is not None else {})
-    point_and_boot = {}
+    replicates: dict[str, np.ndarray] = {}
     for prefix, p in forecasts.items():
-        for name, values in _scores(s, p, np.vstack([full, boot]), n_users).items():
-            point_and_boot[prefix + name] = values
+        for name, values in _scores(s, p, weights, n_users).items():
+            replicates[prefix + name] = values
     if s.p_oracle is not None:
         for name in ("auc", "within_person_auc"):
-            point_and_boot[f"lift_captured_{name}"] = (point_and_boot[name] - 0.5) / (
-                point_and_boot[f"oracle_{name}"] - 0.5
-            )
-    for name, values in point_and_boot.items():
+            replicates[f"lift_captured_{name}"] = (replicates[name] - 0.5) / (replicates[f"oracle_{name}"] - 0.5)
+    return replicates
+
+
+def summarize(replicates: dict[str, np.ndarray]) -> dict[str, float]:
+    """Point estimate (index 0) and 95% percentile interval of the resamples."""
+    out: dict[str, float] = {}
+    for name, values in replicates.items():
         out[name] = float(values[0])
         lo, hi = np.nanpercentile(values[1:], [2.5, 97.5])
         out[f"{name}_lo"], out[f"{name}_hi"] = float(lo), float(hi)
-    # sanity: the bootstrap's point estimate equals the plain metrics
+    return out
+
+
+def is_scorable(s: Scored) -> bool:
+    return len(s.y) > 0 and bool(s.y.any()) and not bool(s.y.all())
+
+
+def score_with_intervals(s: Scored, n_boot: int, seed: int) -> dict[str, float]:
+    """Point estimates and 95% percentile intervals (bootstrap over users, seeded)."""
+    out: dict[str, float] = {"n_days": float(len(s.y)), "n_onsets": float(s.y.sum()), "n_users": float(len(np.unique(s.user)))}
+    if not is_scorable(s):
+        return out
+    out |= summarize(bootstrap_replicates(s, n_boot, seed))
+    # the bootstrap's point estimates equal the plain metrics
     assert abs(out["auc"] - pooled_auc(s.y, s.p)) < 1e-9
     assert abs(out["ece"] - expected_calibration_error(s.y, s.p, n_bins=ECE_BINS)) < 1e-9
     return out

@@ -78,7 +78,7 @@ def _feature_group(feature: str) -> str:
         "screen": ("screen_time",),
         "cycle": ("menstruating", "cycle_day", "days_to_next_period", "perimenstrual"),
         "weather": ("barometric_pressure", "pressure_change"),
-        "attacks": ("days_since_last_attack", "attacks_last", "personal_onset_rate", "attack_days_last"),
+        "attacks": ("days_since_last_attack", "attacks_last", "personal_onset_rate", "personal_baseline_rate", "attack_days_last"),
         "prodrome": ("prodrome_",),
         "diary": ("logged_yesterday", "days_since_previous_log", "share_logged", "days_logged_before", "day_of_week"),
         "person": ("age", "gender_", "bmi", "attacks_per_month", "has_menstrual_cycle"),

@@ -1,0 +1,228 @@
+"""The `foundation` stage as one function: split, fit, save, plot, track, register.
+
+Uses the evaluation harness's own split (``migrainemamba.evaluation.split``)
+so the model never trains on a day the evaluation tests: fit on scorable
+train rows, early-stop on scorable valid rows (each person's later days);
+held-out (cold-start) users are never seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import polars as pl
+from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import log_loss
+
+from migrainemamba.config import resolve_path, to_dict
+from migrainemamba.data.prepare import PreparedCohort
+from migrainemamba.evaluation.metrics import pooled_auc, within_person_auc
+from migrainemamba.features.daily import build_features
+from migrainemamba.features.triggers import GROUP_NAMES
+from migrainemamba.models.base import ForecastBatch
+from migrainemamba.models.foundation import GROUPS, FoundationConfig, FoundationModel, pyfunc_kwargs
+from migrainemamba.models.prior import sigmoid
+from migrainemamba.pipeline import write_json
+from migrainemamba.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+STAGE = "foundation"
+TOP_FEATURES = 25
+EXAMPLE_ROWS = 5
+
+
+def load_features(cfg: DictConfig, cohort: PreparedCohort) -> pl.DataFrame:
+    """The features stage's output when present (same function, same rows), else built now."""
+    path = resolve_path(cfg.paths.features) / "features.parquet"
+    if path.is_file():
+        log.info("features from %s", path)
+        return pl.read_parquet(path)
+    log.info("no %s: building features (run the features stage to cache them)", path)
+    return build_features(cohort.users, cohort.daily_logs)
+
+
+def split_batches(
+    features: pl.DataFrame, cohort: PreparedCohort, split_cfg: dict[str, Any]
+) -> tuple[ForecastBatch, ForecastBatch]:
+    """Scorable train and valid batches of the evaluation's split (cold-start users excluded)."""
+    from migrainemamba.evaluation.split import make_split
+
+    split = make_split(features, split_cfg)
+
+    def batch(name: str) -> ForecastBatch:
+        rows = split.filter((pl.col("split") == name) & pl.col("scorable") & ~pl.col("cold_start"))
+        if rows.height == 0:
+            raise ValueError(
+                f"foundation: the {name!r} split has no scorable rows; check evaluate.split {split_cfg}"
+            )
+        return ForecastBatch(
+            cohort.users, cohort.daily_logs, rows.select("user_id", "date"), precomputed=split
+        )
+
+    return batch("train"), batch("valid")
+
+
+def valid_metrics(model: FoundationModel, valid: ForecastBatch) -> dict[str, float]:
+    """Valid AUCs and log loss of the model and, for comparison, of its calibrated prior alone.
+
+    Pooled AUC mostly reflects that some people have more attacks than others;
+    the within-person AUC is the honest one (clinical_evidence.md).
+    """
+    features = valid.features()
+    users = features["user_id"].to_numpy()
+    y = valid.labels().astype(bool)
+    p = model.predict(valid)
+    p_prior = sigmoid(model.offset(features))
+    return {
+        "valid_auc": pooled_auc(y, p),
+        "valid_within_person_auc": within_person_auc(users, y, p)[0],
+        "valid_within_person_auc_prior": within_person_auc(users, y, p_prior)[0],
+        "valid_logloss": float(log_loss(y, p, labels=[False, True])),
+        "valid_auc_prior": pooled_auc(y, p_prior),
+        "valid_logloss_prior": float(log_loss(y, p_prior, labels=[False, True])),
+        "valid_onset_rate": float(y.mean()),
+        "valid_mean_forecast": float(p.mean()),
+    }
+
+
+# ------------------------------------------------------------------ plots
+
+
+def plot_feature_importance(model: FoundationModel, path: Path, top: int = TOP_FEATURES) -> Path:
+    """Gain importance of the top features, labelled with their human descriptions."""
+    imp = model.feature_importance("gain").head(top).reverse()
+    total = float(model.feature_importance("gain")["importance"].sum()) or 1.0
+    fig, ax = plt.subplots(figsize=(9, 0.32 * imp.height + 1.2))
+    ax.barh(imp["description"].to_list(), (imp["importance"] / total).to_numpy(), color="#4c72b0")
+    ax.set_xlabel("share of total gain")
+    ax.set_title(
+        f"Foundation model: top {imp.height} features by gain\n(what the trees learned beyond the clinical prior)"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_group_importance(model: FoundationModel, valid: ForecastBatch, path: Path) -> Path:
+    """Per habit group: share of the trees' gain, and mean |log-odds| on valid days (prior vs learned)."""
+    imp = model.feature_importance("gain").group_by("group").agg(pl.col("importance").sum())
+    gain = dict(zip(imp["group"].to_list(), imp["importance"].to_list(), strict=True))
+    parts = model.decompose(valid.features())
+    names = [GROUP_NAMES[g] for g in GROUPS]
+    total_gain = sum(gain.values()) or 1.0
+    order = np.argsort(
+        [np.abs(parts.prior[:, j] + parts.learned[:, j]).mean() for j in range(len(GROUPS))]
+    )
+    y = np.arange(len(GROUPS))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6), sharey=True)
+    left.barh(y, [gain.get(names[j], 0.0) / total_gain for j in order], color="#4c72b0")
+    left.set_xlabel("share of the trees' gain")
+    left.set_yticks(y, [names[j] for j in order])
+    right.barh(
+        y - 0.2,
+        np.abs(parts.prior).mean(axis=0)[order],
+        height=0.4,
+        label="clinical prior",
+        color="#dd8452",
+    )
+    right.barh(
+        y + 0.2,
+        np.abs(parts.learned).mean(axis=0)[order],
+        height=0.4,
+        label="learned",
+        color="#4c72b0",
+    )
+    right.set_xlabel("mean |log-odds contribution| on validation days")
+    right.legend(loc="lower right")
+    fig.suptitle("Foundation model: importance per habit group")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------ stage
+
+
+def _split_config(cfg: DictConfig) -> dict[str, Any]:
+    split_cfg = OmegaConf.select(cfg, "evaluate.split")
+    if split_cfg is None:
+        raise ValueError(
+            "foundation: no evaluate.split in the config; the foundation stage uses the evaluation's "
+            "split (configs/evaluate/, `- evaluate: default` in configs/config.yaml)"
+        )
+    return to_dict(split_cfg)
+
+
+def _log_to_mlflow(
+    model: FoundationModel,
+    model_dir: Path,
+    example: pl.DataFrame,
+    metrics: dict[str, Any],
+    figures: list[Path],
+    registered_name: str,
+) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    for fig in figures:
+        mlflow.log_artifact(str(fig), "figures")
+    mlflow.log_dict(model.feature_importance("gain").to_dicts(), "feature_importance.json")
+    info = mlflow.pyfunc.log_model(
+        name="model", registered_model_name=registered_name, **pyfunc_kwargs(model_dir, example)
+    )
+    log.info(
+        "logged %s, registered as %r version %s",
+        info.model_uri,
+        registered_name,
+        info.registered_model_version,
+    )
+
+
+def run_foundation(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the foundation model on the evaluation's train split; write model, metrics, plots; track."""
+    fcfg = to_dict(cfg.foundation)
+    config = FoundationConfig.from_dict(fcfg)
+    split_cfg = _split_config(cfg)
+    model_dir = resolve_path(fcfg["model_dir"])
+    plots_dir = resolve_path(cfg.paths.plots) / STAGE
+    cohort = PreparedCohort.read(resolve_path(cfg.paths.prepared))
+    features = load_features(cfg, cohort)
+    train, valid = split_batches(features, cohort, split_cfg)
+
+    params = {"foundation": fcfg, "split": split_cfg}
+    with stage_run(STAGE, params, cfg.tracking.uri) if cfg.tracking.enabled else nullcontext():
+        model = FoundationModel(config)
+        model.fit(train, valid)
+        model.save(model_dir)
+        summary = model.summary
+        metrics = {
+            "best_iteration": summary.best_iteration,
+            "fit_seconds": round(summary.fit_seconds, 2),
+            "n_train": summary.n_train,
+            "n_valid": summary.n_valid,
+            "prior_intercept": model.intercept,
+            "prior_slope": model.slope,
+        } | valid_metrics(model, valid)
+        write_json(resolve_path(cfg.paths.metrics) / f"{STAGE}.json", metrics)
+        figures = [
+            plot_feature_importance(model, plots_dir / "feature_importance.png"),
+            plot_group_importance(model, valid, plots_dir / "group_importance.png"),
+        ]
+        if cfg.tracking.enabled:
+            example = valid.features().head(EXAMPLE_ROWS)
+            _log_to_mlflow(
+                model, model_dir, example, metrics, figures, fcfg["registered_model_name"]
+            )
+    return metrics

@@ -1,0 +1,223 @@
+"""The data layer: every read and write of the service's tables. Routes stay thin over it.
+
+Functions take a ``Session`` and commit nothing themselves except where noted;
+the route (one request = one unit of work) commits.
+
+Duplicate diary dates: :func:`upsert_log` *merges*. A second submit for a date
+updates the fields it sends and keeps the others, so a day can be written in
+stages (morning fields, day fields in the evening, the outcome later). The
+unique ``(user_id, date)`` constraint guards against two concurrent inserts;
+the loser retries as an update.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from migrainemamba.features import phase_of
+from migrainemamba.service.forecasting import (
+    Forecast,
+    Forecaster,
+    logs_frame,
+    onset_labels,
+    users_frame,
+)
+from migrainemamba.service.models_db import DailyLog, Prediction, User, compute_bmi
+from migrainemamba.service.settings import Settings
+
+# ------------------------------------------------------------------ users
+
+
+def new_user_id() -> str:
+    return uuid.uuid4().hex
+
+
+def get_user(session: Session, user_id: str) -> User | None:
+    return session.get(User, user_id)
+
+
+def create_user(session: Session, values: Mapping[str, Any], forecaster: Forecaster) -> User:
+    user = User(user_id=new_user_id(), days_logged=0, **values)
+    user.bmi = compute_bmi(user.height_cm, user.weight_kg)  # type: ignore[attr-defined]
+    _set_progress(user, 0, forecaster)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def update_user(session: Session, user: User, changes: Mapping[str, Any]) -> User:
+    for name, value in changes.items():
+        setattr(user, name, value)
+    user.bmi = compute_bmi(user.height_cm, user.weight_kg)  # type: ignore[attr-defined]
+    session.flush()
+    return user
+
+
+def _set_progress(user: User, days_logged: int, forecaster: Forecaster) -> None:
+    user.days_logged = days_logged
+    user.current_phase = phase_of(days_logged + 1)
+    route = forecaster.route(user.current_phase)
+    user.model_name, user.model_version = route.model_name, route.model_version
+
+
+def refresh_progress(session: Session, user: User, forecaster: Forecaster) -> User:
+    """Recount the diary days; phase and serving model follow (phase of the next unlogged day)."""
+    count = session.scalar(
+        select(func.count()).select_from(DailyLog).where(DailyLog.user_id == user.user_id)
+    )
+    _set_progress(user, int(count or 0), forecaster)
+    session.flush()
+    return user
+
+
+# ------------------------------------------------------------------- logs
+
+
+def get_log(session: Session, user_id: str, day: date) -> DailyLog | None:
+    return session.scalar(select(DailyLog).where(DailyLog.user_id == user_id, DailyLog.date == day))
+
+
+def upsert_log(
+    session: Session, user_id: str, day: date, values: Mapping[str, Any]
+) -> tuple[DailyLog, bool]:
+    """Merge ``values`` into the diary day (created if absent). Returns (row, created)."""
+    row = get_log(session, user_id, day)
+    if row is None:
+        try:
+            with session.begin_nested():
+                row = DailyLog(user_id=user_id, date=day, **values)
+                session.add(row)
+            return row, True
+        except IntegrityError:  # a concurrent request inserted the same day first
+            row = get_log(session, user_id, day)
+            if row is None:
+                raise
+    for name, value in values.items():
+        setattr(row, name, value)
+    session.flush()
+    return row, False
+
+
+def list_logs(
+    session: Session,
+    user_id: str,
+    start: date | None = None,
+    end: date | None = None,
+    limit: int | None = None,
+) -> Sequence[DailyLog]:
+    """Diary days, newest first."""
+    query = select(DailyLog).where(DailyLog.user_id == user_id)
+    if start is not None:
+        query = query.where(DailyLog.date >= start)
+    if end is not None:
+        query = query.where(DailyLog.date <= end)
+    query = query.order_by(DailyLog.date.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return session.scalars(query).all()
+
+
+def all_logs(session: Session, user_id: str) -> Sequence[DailyLog]:
+    return session.scalars(
+        select(DailyLog).where(DailyLog.user_id == user_id).order_by(DailyLog.date)
+    ).all()
+
+
+# ------------------------------------------------------------ predictions
+
+
+def get_prediction(session: Session, user_id: str, day: date) -> Prediction | None:
+    return session.scalar(
+        select(Prediction).where(Prediction.user_id == user_id, Prediction.date == day)
+    )
+
+
+def save_prediction(
+    session: Session, forecast: Forecast, recommendations: list[dict[str, Any]]
+) -> Prediction:
+    """Insert or replace the stored forecast of (user, date); the outcome columns are kept."""
+    values = {
+        "phase": forecast.phase,
+        "probability": forecast.probability,
+        "risk_level": forecast.risk_level,
+        "confidence": forecast.confidence,
+        "model_name": forecast.model_name,
+        "model_version": forecast.model_version,
+        "top_triggers": forecast.top_triggers,
+        "recommendations": recommendations,
+        "inputs_fingerprint": forecast.inputs_fingerprint,
+    }
+    row = get_prediction(session, forecast.user_id, forecast.date)
+    if row is None:
+        try:
+            with session.begin_nested():
+                row = Prediction(user_id=forecast.user_id, date=forecast.date, **values)
+                session.add(row)
+            return row
+        except IntegrityError:
+            row = get_prediction(session, forecast.user_id, forecast.date)
+            if row is None:
+                raise
+    for name, value in values.items():
+        setattr(row, name, value)
+    session.flush()
+    return row
+
+
+def list_predictions(
+    session: Session,
+    user_id: str,
+    start: date | None = None,
+    end: date | None = None,
+    limit: int | None = None,
+) -> Sequence[Prediction]:
+    """Stored forecasts, newest first."""
+    query = select(Prediction).where(Prediction.user_id == user_id)
+    if start is not None:
+        query = query.where(Prediction.date >= start)
+    if end is not None:
+        query = query.where(Prediction.date <= end)
+    query = query.order_by(Prediction.date.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return session.scalars(query).all()
+
+
+def score_predictions(
+    session: Session, user: User, days: Sequence[date], settings: Settings
+) -> list[Prediction]:
+    """Set actual_outcome, actual_onset and was_correct of the stored forecasts of ``days``.
+
+    The onset label follows the training rule (``features.label_columns``): an
+    attack begins on D when D is an attack day and D-1 was reported attack-free.
+    A forecast "says attack" at probability >= MODERATE_RISK_THRESHOLD; it is
+    correct when that agrees with the onset. Unscorable days get was_correct
+    null. An outcome of D can change the scoring of D+1 too, so callers pass both.
+    """
+    rows = [p for d in days if (p := get_prediction(session, user.user_id, d)) is not None]
+    if not rows:
+        return []
+    labels = onset_labels(
+        users_frame(user), logs_frame(all_logs(session, user.user_id)), [p.date for p in rows]
+    )
+    for p in rows:
+        occurred, onset = labels[p.date]
+        p.actual_outcome = occurred
+        p.actual_onset = onset
+        p.was_correct = (
+            None if onset is None else settings.predicts_attack(p.probability) == bool(onset)
+        )
+    session.flush()
+    return rows
+
+
+def outcome_days(day: date) -> list[date]:
+    """The forecasts whose scoring an outcome of ``day`` can change."""
+    return [day, day + timedelta(days=1)]

@@ -1,0 +1,111 @@
+"""Typed dependencies, declared once: each route's signature says what it needs.
+
+Authorization order for a route that names a user: no or bad token -> 401;
+unknown user -> 404; a valid token of another user -> 403.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from migrainemamba.service import crud
+from migrainemamba.service.db import SessionDep
+from migrainemamba.service.forecasting import Forecaster
+from migrainemamba.service.models_db import User
+from migrainemamba.service.runtime import Runtime
+from migrainemamba.service.security import InvalidToken, verify_access_token
+from migrainemamba.service.settings import Settings
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime = request.app.state.runtime
+    runtime.start()
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+def get_forecaster(runtime: RuntimeDep) -> Forecaster:
+    return runtime.forecaster
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ForecasterDep = Annotated[Forecaster, Depends(get_forecaster)]
+
+
+def get_today(settings: SettingsDep) -> date:
+    """'Today' in the service's TIMEZONE (tests override this dependency)."""
+    return datetime.now(ZoneInfo(settings.timezone)).date()
+
+
+TodayDep = Annotated[date, Depends(get_today)]
+
+_bearer = HTTPBearer(auto_error=False, description="the access_token returned by onboarding")
+
+
+def get_token_subject(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The user id of a valid bearer token, else 401."""
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing bearer token: send 'Authorization: Bearer <access_token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        return verify_access_token(credentials.credentials, runtime.secret)
+    except InvalidToken as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            f"invalid token: {exc}",
+            headers={"WWW-Authenticate": "Bearer"},
+        ) from exc
+
+
+TokenSubject = Annotated[str, Depends(get_token_subject)]
+
+
+def authorize(session: Session, subject: str, user_id: str) -> User:
+    """The user ``user_id`` if the token belongs to them: 404 if unknown, 403 if someone else's."""
+    user = crud.get_user(session, user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {user_id!r} not found")
+    if subject != user_id:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"this token does not grant access to user {user_id!r}"
+        )
+    return user
+
+
+def get_owned_user(user_id: str, subject: TokenSubject, session: SessionDep) -> User:
+    """The path's ``{user_id}``, checked against the token."""
+    return authorize(session, subject, user_id)
+
+
+OwnedUser = Annotated[User, Depends(get_owned_user)]
+
+
+def reject_future(value: date | None, today: date, loc: tuple[str, ...]) -> None:
+    """A 422 shaped like FastAPI's own, naming the field, for a date after today."""
+    if value is not None and value > today:
+        error: dict[str, Any] = {
+            "type": "date_in_future",
+            "loc": loc,
+            "msg": f"Date {value.isoformat()} is in the future (today is {today.isoformat()})",
+            "input": value.isoformat(),
+        }
+        raise RequestValidationError([error])

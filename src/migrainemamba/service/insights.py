@@ -1,0 +1,328 @@
+"""Insights computed from the user's own diary and the serving models' explanations.
+
+- **Triggers** (:func:`triggers`): (1) the routed models' explanations of the
+  forecasts of the user's last ``INSIGHTS_WINDOW_DAYS`` days, averaged per habit
+  group (risk-raising log-odds, and how often the group was in a day's top 3);
+  (2) diary statistics over the whole diary: for each clinical trigger of
+  ``features.triggers.TRIGGER_INDICATORS``, the onset rate on scorable days with
+  and without it, and their (smoothed) ratio. A model without ``explain`` (the built-in
+  base rate) contributes nothing to (1); (2) always works.
+- **Weekly stats** (:func:`weekly_stats`): the diary of the 7 days ending today
+  and of the 7 days before, plus the stored forecasts of those days.
+- **Recommendations** (:func:`recommendations`): one per top trigger group, with
+  the number that makes it personal; stored forecasts carry the same, derived
+  from their own top triggers (:func:`recommendations_for_forecast`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from migrainemamba.data.schema import SYMPTOMS
+from migrainemamba.features import build_features, phase_of
+from migrainemamba.features.triggers import GROUP_NAMES, TRIGGER_GROUP, trigger_indicators
+from migrainemamba.service.forecasting import NOT_TRIGGERS, TOP_TRIGGERS, Forecaster
+
+MIN_DAYS_PRESENT = 3  # a diary trigger needs this many scorable days with it to be ranked
+
+ACTIONS: dict[str, str] = {
+    "sleep": "Keep a regular sleep schedule and protect your usual sleep length; avoid short or broken nights.",
+    "stress": "Plan wind-down time during and after stressful periods; a drop in stress (let-down) can trigger attacks too.",
+    "alcohol": "Limit alcohol, especially several drinks in one evening; the effect shows the next day.",
+    "caffeine": "Keep caffeine steady from day to day; a sudden drop below your habit can trigger withdrawal headaches.",
+    "meals": "Eat regular meals; skipped meals raise the next day's risk.",
+    "hydration": "Drink water regularly through the day.",
+    "light": "Limit glare and bright or flickering light; wear sunglasses outdoors.",
+    "screen": "Take regular breaks from screens and lower screen brightness.",
+    "cycle": "Around your period (2 days before to 3 days after) plan lighter days and keep other triggers low.",
+    "weather": "Pressure drops cannot be avoided: on such days keep other triggers low and have your treatment at hand.",
+    "attacks": "Recent attacks raise the near-term risk: rest and follow your treatment plan.",
+    "prodrome": "You logged possible warning signs: consider starting your treatment plan early.",
+    "diary": "Keep logging every day, including the outcome: your personal triggers become clearer with each logged day.",
+}
+
+
+def _mean(values: Sequence[float | int | None]) -> float | None:
+    known = [float(v) for v in values if v is not None]
+    return round(float(np.mean(known)), 3) if known else None
+
+
+def _rate(onsets: int, days: int) -> float | None:
+    return round(onsets / days, 4) if days else None
+
+
+def relative_risk(k_with: int, n_with: int, k_without: int, n_without: int) -> float | None:
+    """Onset rate with / without a trigger, with 0.5 added to each onset count and 1 to each
+    day count (Haldane-Anscombe), so a small diary with no onset on one side still gives a
+    finite ratio. None when either side has no day."""
+    if not n_with or not n_without:
+        return None
+    return round(((k_with + 0.5) / (n_with + 1)) / ((k_without + 0.5) / (n_without + 1)), 3)
+
+
+# --------------------------------------------------------------- triggers
+
+
+def model_triggers(
+    forecaster: Forecaster, users: pl.DataFrame, logs: pl.DataFrame, days: Sequence[date]
+) -> tuple[list[dict[str, Any]], int]:
+    """Per habit group: mean risk-raising log-odds over ``days`` and days in the top 3. (items, days explained)"""
+    explanations = forecaster.explain_days(users, logs, days)
+    totals: dict[str, list[float]] = {}
+    in_top: dict[str, int] = {}
+    for items in explanations.values():
+        groups = [e for e in items if e["group"] not in NOT_TRIGGERS]
+        for e in groups:
+            totals.setdefault(e["group"], []).append(float(e["log_odds"]))
+        for e in sorted(groups, key=lambda e: -e["log_odds"])[:TOP_TRIGGERS]:
+            if e["log_odds"] > 0:
+                in_top[e["group"]] = in_top.get(e["group"], 0) + 1
+    out = []
+    for group, values in totals.items():
+        mean = float(np.mean(values))
+        if mean <= 0:
+            continue
+        out.append(
+            {
+                "group": group,
+                "name": GROUP_NAMES[group],
+                "mean_log_odds": round(mean, 4),
+                "odds_multiplier": round(float(np.exp(mean)), 4),
+                "days_in_top": in_top.get(group, 0),
+            }
+        )
+    out.sort(key=lambda t: -t["mean_log_odds"])
+    return out, len(explanations)
+
+
+def diary_triggers(users: pl.DataFrame, logs: pl.DataFrame) -> list[dict[str, Any]]:
+    """Onset rate with and without each clinical trigger, over the scorable days of the diary."""
+    if logs.is_empty():
+        return []
+    features = build_features(users, logs).filter(pl.col("scorable"))
+    if features.is_empty():
+        return []
+    present = trigger_indicators(features)
+    onset = features["onset"].cast(pl.Int64).to_numpy()
+    out = []
+    for trigger in present.columns:
+        mask = present[trigger].to_numpy() > 0
+        n_with, n_without = int(mask.sum()), int((~mask).sum())
+        k_with, k_without = int(onset[mask].sum()), int(onset[~mask].sum())
+        rate_with, rate_without = _rate(k_with, n_with), _rate(k_without, n_without)
+        rr = relative_risk(k_with, n_with, k_without, n_without)
+        group = TRIGGER_GROUP[trigger]
+        out.append(
+            {
+                "trigger": trigger,
+                "group": group,
+                "name": GROUP_NAMES[group],
+                "days_present": n_with,
+                "onsets_present": k_with,
+                "days_absent": n_without,
+                "onsets_absent": k_without,
+                "rate_present": rate_with,
+                "rate_absent": rate_without,
+                "relative_risk": rr,
+            }
+        )
+    out.sort(
+        key=lambda t: (t["relative_risk"] is None, -(t["relative_risk"] or 0.0), -t["days_present"])
+    )
+    return out
+
+
+def rank_groups(model_items: list[dict[str, Any]], diary_items: list[dict[str, Any]]) -> list[str]:
+    """Group keys, most important first: the model's risk-raising groups, then diary triggers with RR > 1."""
+    ranked = [t["group"] for t in model_items]
+    for t in diary_items:
+        if (
+            t["days_present"] >= MIN_DAYS_PRESENT
+            and (t["relative_risk"] or 0) > 1
+            and t["onsets_present"] > 0
+        ):
+            ranked.append(t["group"])
+    return list(dict.fromkeys(ranked))
+
+
+def triggers(
+    forecaster: Forecaster, users: pl.DataFrame, logs: pl.DataFrame, today: date, window_days: int
+) -> dict[str, Any]:
+    user_id = users["user_id"][0]
+    start = today - timedelta(days=window_days - 1)
+    logged = [d for d in logs["date"].to_list() if start <= d <= today]
+    recent = logs.filter(pl.col("date") <= today)
+    model_items, explained = model_triggers(forecaster, users, recent, logged)
+    diary_items = diary_triggers(users, recent)
+    route = forecaster.route(_current_phase(recent, today))
+    return {
+        "user_id": user_id,
+        "window_days": window_days,
+        "days_analysed": explained,
+        "model_name": route.model_name,
+        "model_version": route.model_version,
+        "model_explains": route.explains,
+        "model_triggers": model_items,
+        "diary_triggers": diary_items,
+        "top_triggers": rank_groups(model_items, diary_items),
+    }
+
+
+def _current_phase(logs: pl.DataFrame, today: date) -> str:
+    return phase_of(logs.filter(pl.col("date") < today).height + 1)
+
+
+# ------------------------------------------------------------ weekly stats
+
+
+def week_stats(
+    logs: pl.DataFrame, predictions: Sequence[Any], start: date, end: date
+) -> dict[str, Any]:
+    """Diary and forecast summary of the days ``start..end`` (inclusive)."""
+    week = logs.filter(pl.col("date").is_between(start, end))
+    before = logs.filter(pl.col("date") == start - timedelta(days=1))
+    occurred = week["migraine_occurred"].to_list()
+    previous = before["migraine_occurred"].to_list()[:1] or [None]
+    by_date = dict(zip(week["date"].to_list(), occurred, strict=True))
+    started = 0
+    for offset in range((end - start).days + 1):
+        d = start + timedelta(days=offset)
+        prev = by_date.get(d - timedelta(days=1), previous[0] if d == start else None)
+        if by_date.get(d) is True and prev is not True:
+            started += 1
+    attack_rows = week.filter(pl.col("migraine_occurred").fill_null(False))
+    symptoms = week["symptoms"].to_list()
+    forecasts = [p for p in predictions if start <= p.date <= end]
+    return {
+        "start": start,
+        "end": end,
+        "days_logged": week.height,
+        "migraine_days": sum(v is True for v in occurred),
+        "attacks_started": started,
+        "mean_severity": _mean(attack_rows["migraine_severity"].to_list()),
+        "total_duration_hours": (
+            round(
+                float(
+                    sum(
+                        v for v in attack_rows["migraine_duration_hours"].to_list() if v is not None
+                    )
+                ),
+                2,
+            )
+            if attack_rows["migraine_duration_hours"].drop_nulls().len()
+            else None
+        ),
+        "mean_sleep_hours": _mean(week["sleep_hours"].to_list()),
+        "poor_sleep_nights": sum(v is False for v in week["sleep_quality_good"].to_list()),
+        "mean_stress": _mean(week["stress_level"].to_list()),
+        "alcohol_drinks": int(sum(v or 0 for v in week["alcohol_drinks"].to_list())),
+        "mean_caffeine_drinks": _mean(week["caffeine_drinks"].to_list()),
+        "mean_water_glasses": _mean(week["water_glasses"].to_list()),
+        "mean_screen_time_hours": _mean(week["screen_time_hours"].to_list()),
+        "skipped_meals": int(sum(v or 0 for v in week["skipped_meals"].to_list())),
+        "symptom_days": {s: sum(1 for day in symptoms if day and s in day) for s in SYMPTOMS},
+        "mean_forecast_probability": _mean([p.probability for p in forecasts]),
+        "forecasts": len(forecasts),
+    }
+
+
+COMPARED = (
+    "days_logged",
+    "migraine_days",
+    "attacks_started",
+    "mean_severity",
+    "mean_sleep_hours",
+    "poor_sleep_nights",
+    "mean_stress",
+    "alcohol_drinks",
+    "mean_caffeine_drinks",
+    "mean_water_glasses",
+    "mean_screen_time_hours",
+    "skipped_meals",
+    "mean_forecast_probability",
+)
+
+
+def weekly_stats(
+    user_id: str, logs: pl.DataFrame, predictions: Sequence[Any], today: date
+) -> dict[str, Any]:
+    this = week_stats(logs, predictions, today - timedelta(days=6), today)
+    last = week_stats(logs, predictions, today - timedelta(days=13), today - timedelta(days=7))
+    changes = {
+        k: None if this[k] is None or last[k] is None else round(float(this[k]) - float(last[k]), 3)
+        for k in COMPARED
+    }
+    return {"user_id": user_id, "this_week": this, "previous_week": last, "changes": changes}
+
+
+# --------------------------------------------------------- recommendations
+
+
+def _evidence_model(t: dict[str, Any]) -> str:
+    return (
+        f"raised your forecasts' odds x{t['odds_multiplier']:.2f} on average over the last days "
+        f"(in the day's top {TOP_TRIGGERS} on {t['days_in_top']} days)"
+    )
+
+
+def _evidence_diary(t: dict[str, Any]) -> str:
+    return (
+        f"{t['trigger'].replace('_', ' ')}: attacks began on {t['onsets_present']} of {t['days_present']} days with it "
+        f"({(t['rate_present'] or 0):.0%}) vs {t['onsets_absent']} of {t['days_absent']} without "
+        f"({(t['rate_absent'] or 0):.0%})"
+    )
+
+
+def recommendations(insight: dict[str, Any], days_logged_14: int) -> list[dict[str, Any]]:
+    """One recommendation per top trigger group, with the user's own numbers as evidence."""
+    model_by_group = {t["group"]: t for t in insight["model_triggers"]}
+    diary_by_group: dict[str, dict[str, Any]] = {}
+    for t in insight["diary_triggers"]:
+        diary_by_group.setdefault(t["group"], t)
+    out = []
+    for priority, group in enumerate(insight["top_triggers"], start=1):
+        if group not in ACTIONS:
+            continue
+        evidence = [_evidence_model(model_by_group[group])] if group in model_by_group else []
+        if group in diary_by_group and (diary_by_group[group]["relative_risk"] or 0) > 1:
+            evidence.append(_evidence_diary(diary_by_group[group]))
+        out.append(
+            {
+                "group": group,
+                "name": GROUP_NAMES[group],
+                "priority": priority,
+                "action": ACTIONS[group],
+                "evidence": "; ".join(evidence),
+            }
+        )
+    if len(out) < 3 and days_logged_14 < 14:
+        out.append(
+            {
+                "group": "diary",
+                "name": GROUP_NAMES["diary"],
+                "priority": len(out) + 1,
+                "action": ACTIONS["diary"],
+                "evidence": f"you logged {days_logged_14} of the last 14 days",
+            }
+        )
+    return out
+
+
+def recommendations_for_forecast(top_triggers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Recommendations stored with a forecast, from its own top triggers."""
+    return [
+        {
+            "group": t["group"],
+            "name": t["name"],
+            "priority": i,
+            "action": ACTIONS.get(t["group"], ""),
+            "evidence": f"raises today's odds x{t['odds_multiplier']:.2f}",
+        }
+        for i, t in enumerate(top_triggers, start=1)
+        if t["group"] in ACTIONS
+    ]

@@ -1,0 +1,64 @@
+"""Insights: personal triggers, weekly statistics, recommendations (all computed from real data)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter
+
+from migrainemamba.service import crud
+from migrainemamba.service import insights as compute
+from migrainemamba.service.db import SessionDep
+from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep
+from migrainemamba.service.forecasting import logs_frame, users_frame
+from migrainemamba.service.schemas import RecommendationsOut, TriggersOut, WeeklyStatsOut
+
+router = APIRouter(prefix="/insights", tags=["insights"])
+
+
+@router.get("/triggers/{user_id}", response_model=TriggersOut)
+def triggers(
+    user: OwnedUser,
+    session: SessionDep,
+    forecaster: ForecasterDep,
+    settings: SettingsDep,
+    today: TodayDep,
+) -> TriggersOut:
+    """The model's explanations over the recent days, and onset rates with/without each trigger in the diary."""
+    logs = logs_frame(crud.all_logs(session, user.user_id))
+    result = compute.triggers(
+        forecaster, users_frame(user), logs, today, settings.insights_window_days
+    )
+    return TriggersOut.model_validate(result)
+
+
+@router.get("/weekly-stats/{user_id}", response_model=WeeklyStatsOut)
+def weekly_stats(user: OwnedUser, session: SessionDep, today: TodayDep) -> WeeklyStatsOut:
+    """The diary of the last 7 days (ending today) against the 7 days before."""
+    start = today - timedelta(days=14)
+    logs = logs_frame(crud.list_logs(session, user.user_id, start=start, end=today))
+    predictions = crud.list_predictions(session, user.user_id, start=start, end=today)
+    return WeeklyStatsOut.model_validate(
+        compute.weekly_stats(user.user_id, logs, predictions, today)
+    )
+
+
+@router.get("/recommendations/{user_id}", response_model=RecommendationsOut)
+def recommendations(
+    user: OwnedUser,
+    session: SessionDep,
+    forecaster: ForecasterDep,
+    settings: SettingsDep,
+    today: TodayDep,
+) -> RecommendationsOut:
+    """One recommendation per top trigger, with the user's own numbers as evidence."""
+    logs = logs_frame(crud.all_logs(session, user.user_id))
+    insight = compute.triggers(
+        forecaster, users_frame(user), logs, today, settings.insights_window_days
+    )
+    recent = logs.filter(logs["date"] > today - timedelta(days=14)).height
+    return RecommendationsOut(
+        user_id=user.user_id,
+        based_on=insight["top_triggers"],
+        recommendations=compute.recommendations(insight, recent),
+    )

@@ -1,0 +1,135 @@
+"""Diary: submit a day (merging repeated dates), history, and the outcome of a day."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel
+
+from migrainemamba.service import crud
+from migrainemamba.service.db import SessionDep
+from migrainemamba.service.deps import (
+    ForecasterDep,
+    OwnedUser,
+    RuntimeDep,
+    SettingsDep,
+    TodayDep,
+    TokenSubject,
+    authorize,
+    reject_future,
+)
+from migrainemamba.service.schemas import (
+    DailyLogOut,
+    DailyLogSubmit,
+    LogHistory,
+    LogSubmitResponse,
+    OutcomeUpdate,
+    PredictionOut,
+)
+
+router = APIRouter(prefix="/logs", tags=["logs"])
+
+
+@router.post(
+    "/submit",
+    response_model=LogSubmitResponse,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"description": "the date was already logged: the fields sent were merged into it"}
+    },
+)
+def submit(
+    body: DailyLogSubmit,  # type: ignore[valid-type]
+    response: Response,
+    subject: TokenSubject,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    forecaster: ForecasterDep,
+    settings: SettingsDep,
+    today: TodayDep,
+) -> LogSubmitResponse:
+    """Log a diary day for ``user_id`` (the token's user).
+
+    A second submit for the same date **merges**: the fields it sends replace the
+    stored ones, fields it leaves out are kept (201 for a new day, 200 for a merge).
+    For today's date without a pressure, the weather provider (if configured) fills
+    ``barometric_pressure_hpa`` from the user's city.
+    """
+    user = authorize(session, subject, body.user_id)
+    reject_future(body.date, today, ("body", "date"))
+    values = body.model_dump(exclude_unset=True, exclude={"user_id", "date"})
+    existing = crud.get_log(session, user.user_id, body.date)
+    weather = runtime.weather
+    if (
+        weather is not None
+        and body.date == today
+        and values.get("barometric_pressure_hpa") is None
+        and (existing is None or existing.barometric_pressure_hpa is None)  # type: ignore[attr-defined]
+        and user.location_city  # type: ignore[attr-defined]
+    ):
+        pressure = weather.pressure_hpa(user.location_city)  # type: ignore[attr-defined]
+        if pressure is not None:
+            values["barometric_pressure_hpa"] = pressure
+    if (
+        values.get("migraine_occurred") is False
+    ):  # no attack: a stored severity/duration no longer applies
+        values.setdefault("migraine_severity", None)
+        values.setdefault("migraine_duration_hours", None)
+    row, created = crud.upsert_log(session, user.user_id, body.date, values)
+    crud.refresh_progress(session, user, forecaster)
+    if "migraine_occurred" in values:
+        crud.score_predictions(session, user, crud.outcome_days(body.date), settings)
+    session.commit()
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return LogSubmitResponse(created=created, log=DailyLogOut.model_validate(row))
+
+
+@router.get("/history/{user_id}", response_model=LogHistory)
+def history(
+    user: OwnedUser,
+    session: SessionDep,
+    start: date | None = None,
+    end: date | None = None,
+    limit: int = Query(90, ge=1, le=1000),
+) -> LogHistory:
+    """Diary days, newest first (``start``/``end`` inclusive)."""
+    rows = crud.list_logs(session, user.user_id, start, end, limit)
+    return LogHistory(
+        user_id=user.user_id, count=len(rows), logs=[DailyLogOut.model_validate(r) for r in rows]
+    )
+
+
+class OutcomeResponse(BaseModel):
+    log: DailyLogOut  # type: ignore[valid-type]
+    prediction: PredictionOut | None = None
+
+
+@router.put("/outcome/{user_id}/{date}", response_model=OutcomeResponse)
+def outcome(
+    date: date,
+    body: OutcomeUpdate,  # type: ignore[valid-type]
+    user: OwnedUser,
+    session: SessionDep,
+    forecaster: ForecasterDep,
+    settings: SettingsDep,
+    today: TodayDep,
+) -> OutcomeResponse:
+    """Report whether a migraine occurred on ``date`` (creating the diary day if needed).
+
+    PUT replaces the day's outcome: severity and duration left out become null.
+
+    The stored forecasts of ``date`` and the day after are rescored: ``actual_outcome``,
+    ``actual_onset`` and ``was_correct`` (see ``/predictions/accuracy``).
+    """
+    reject_future(date, today, ("path", "date"))
+    values = body.model_dump()
+    row, _ = crud.upsert_log(session, user.user_id, date, values)
+    crud.refresh_progress(session, user, forecaster)
+    scored = crud.score_predictions(session, user, crud.outcome_days(date), settings)
+    session.commit()
+    same_day = next((p for p in scored if p.date == date), None)
+    return OutcomeResponse(
+        log=DailyLogOut.model_validate(row),
+        prediction=None if same_day is None else PredictionOut.model_validate(same_day),
+    )

@@ -1,0 +1,121 @@
+"""Forecasts: today's (computed once, stored, recomputed when its inputs change), history, accuracy."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+from fastapi import APIRouter, Query, Response
+
+from migrainemamba.service import crud
+from migrainemamba.service.db import SessionDep
+from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep
+from migrainemamba.service.forecasting import logs_frame, users_frame
+from migrainemamba.service.insights import recommendations_for_forecast
+from migrainemamba.service.schemas import (
+    AccuracyOut,
+    ModelAccuracy,
+    PredictionHistory,
+    PredictionOut,
+)
+
+router = APIRouter(prefix="/predictions", tags=["predictions"])
+
+
+@router.get("/history/{user_id}", response_model=PredictionHistory)
+def history(
+    user: OwnedUser,
+    session: SessionDep,
+    start: date | None = None,
+    end: date | None = None,
+    limit: int = Query(90, ge=1, le=1000),
+) -> PredictionHistory:
+    """Stored forecasts, newest first, with their outcomes once reported."""
+    rows = crud.list_predictions(session, user.user_id, start, end, limit)
+    return PredictionHistory(
+        user_id=user.user_id,
+        count=len(rows),
+        predictions=[PredictionOut.model_validate(p) for p in rows],
+    )
+
+
+@router.get("/accuracy/{user_id}", response_model=AccuracyOut)
+def accuracy(user: OwnedUser, session: SessionDep, settings: SettingsDep) -> AccuracyOut:
+    """How the stored forecasts did on the days whose onset is known (scorable days)."""
+    rows = crud.list_predictions(session, user.user_id)
+    scored = [p for p in rows if p.actual_onset is not None]
+    probs = np.array([p.probability for p in scored], dtype=float)
+    onsets = np.array([bool(p.actual_onset) for p in scored], dtype=float)
+    n_correct = sum(bool(p.was_correct) for p in scored)
+    by_model: dict[tuple[str, str], list[bool]] = {}
+    for p in scored:
+        by_model.setdefault((p.model_name, p.model_version), []).append(bool(p.was_correct))
+    return AccuracyOut(
+        user_id=user.user_id,
+        n_predictions=len(rows),
+        n_scored=len(scored),
+        n_correct=n_correct,
+        accuracy=round(n_correct / len(scored), 4) if scored else None,
+        brier_score=round(float(np.mean((probs - onsets) ** 2)), 6) if scored else None,
+        mean_probability=round(float(probs.mean()), 6) if scored else None,
+        observed_onset_rate=round(float(onsets.mean()), 6) if scored else None,
+        decision_threshold=settings.moderate_risk_threshold,
+        by_model=[
+            ModelAccuracy(
+                model_name=name,
+                model_version=version,
+                n_scored=len(v),
+                n_correct=sum(v),
+                accuracy=round(sum(v) / len(v), 4),
+            )
+            for (name, version), v in sorted(by_model.items())
+        ],
+    )
+
+
+@router.get(
+    "/{user_id}",
+    response_model=PredictionOut,
+    responses={
+        200: {
+            "headers": {
+                "X-Forecast": {
+                    "description": "stored: returned unchanged; new: computed now",
+                    "schema": {"type": "string"},
+                }
+            }
+        }
+    },
+)
+def today_forecast(
+    user: OwnedUser,
+    response: Response,
+    session: SessionDep,
+    forecaster: ForecasterDep,
+    settings: SettingsDep,
+    today: TodayDep,
+) -> PredictionOut:
+    """Today's forecast from the model routed for the user's phase, stored once per day.
+
+    A second request the same day returns the stored forecast (``X-Forecast: stored``)
+    unless something it was computed from changed since: today's morning fields, an
+    earlier diary day, the profile, or the model serving the phase. Then it is
+    recomputed and replaces the stored one (``X-Forecast: new``).
+    """
+    users = users_frame(user)
+    logs = logs_frame(crud.all_logs(session, user.user_id))
+    stored = crud.get_prediction(session, user.user_id, today)
+    if stored is not None and stored.inputs_fingerprint == forecaster.inputs_fingerprint(
+        users, logs, today
+    ):
+        response.headers["X-Forecast"] = "stored"
+        return PredictionOut.model_validate(stored)
+    forecast = forecaster.forecast(users, logs, today)
+    row = crud.save_prediction(
+        session, forecast, recommendations_for_forecast(forecast.top_triggers)
+    )
+    crud.score_predictions(session, user, [today], settings)
+    crud.refresh_progress(session, user, forecaster)
+    session.commit()
+    response.headers["X-Forecast"] = "new"
+    return PredictionOut.model_validate(row)
