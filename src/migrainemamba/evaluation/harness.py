@@ -137,20 +137,26 @@ def reliability_curves(predictions: pl.DataFrame) -> dict[str, dict[str, dict[st
 
 
 def headline(scores: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat numbers for metrics/evaluate.json: population/phase/model/metric."""
-    keep = (
-        "auc", "within_person_auc", "brier", "brier_skill", "ece", "lift_captured_auc",
-        "lift_captured_within_person_auc", "oracle_auc", "oracle_within_person_auc", "n_days", "n_onsets",
-        *(f"{m}_minus_{b}" for m in PAIRED_METRICS for b in BASELINES),
-    )
+    """The numbers for metrics/evaluate.json (``dvc metrics show``): population/phase/model/metric.
+
+    Point estimates of the headline scores and, for each difference to a baseline, its
+    point estimate and the lower end of its paired 95% interval (> 0: reliably better;
+    for ECE lower is better, so the upper end is kept). Full intervals live in
+    data/evaluation/report.json and MLflow.
+    """
+    keep = ("auc", "within_person_auc", "brier_skill", "ece", "lift_captured_auc", "oracle_auc",
+            "oracle_within_person_auc", "n_onsets")
     flat: dict[str, Any] = {}
     for population, phases in scores.items():
         for phase, models in phases.items():
             for model, values in models.items():
-                for key in keep:
-                    for suffix in ("", "_lo", "_hi"):
-                        if key + suffix in values:
-                            flat.setdefault(population, {}).setdefault(phase, {}).setdefault(model, {})[
-                                key + suffix
-                            ] = round(values[key + suffix], 5)
+                row = {k: round(values[k], 4) for k in keep if k in values}
+                for metric in PAIRED_METRICS:
+                    for baseline in BASELINES:
+                        key = f"{metric}_minus_{baseline}"
+                        if key in values:
+                            bound = "_hi" if metric == "ece" else "_lo"
+                            row[key] = round(values[key], 4)
+                            row[key + bound] = round(values[key + bound], 4)
+                flat.setdefault(population, {}).setdefault(phase, {})[model] = row
     return flat

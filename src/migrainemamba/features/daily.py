@@ -175,8 +175,14 @@ def _phase_expr(days_logged: pl.Expr) -> pl.Expr:
     )
 
 
-# self-reported attacks per month as a daily rate: the prior of the personal rates
-_SELF_REPORT_RATE = (pl.col("attacks_per_month").fill_null(DEFAULT_ATTACKS_PER_MONTH) / 30.0).clip(0.0, 1.0)
+# self-reported attacks per month as a daily rate: the prior of the personal rates.
+# Floored: people who report 0 attacks still have some (on the simulator ~1.5% of
+# their days are onsets); a zero prior would make the first forecasts absurdly sure.
+MIN_SELF_REPORTED_ATTACKS_PER_MONTH = 0.5
+_SELF_REPORT_RATE = (
+    pl.col("attacks_per_month").fill_null(DEFAULT_ATTACKS_PER_MONTH).clip(lower_bound=MIN_SELF_REPORTED_ATTACKS_PER_MONTH)
+    / 30.0
+).clip(0.0, 1.0)
 
 
 # ---------------------------------------------------------------- inputs

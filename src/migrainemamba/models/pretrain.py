@@ -63,6 +63,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     num_threads: int = 1  # torch CPU threads (2 threads on 2 shared cores was ~3x slower)
+    group_users: int = 0  # window mode: draw each batch as this many users x (batch_size / it) days
+    within_person_weight: float = 0.0  # fine-tuning: weight of the within-person (case-crossover) loss
     limit_train_batches: int | float = 1.0  # Lightning's, for tests
 
     @classmethod
@@ -94,7 +96,7 @@ class WindowBatches(Dataset):
 
     Keys: x (B, L, F), mask (B, L), morning (B, Fm), static (B, Fs), y (B,) onset,
     weight (B,) 1 where the day is scorable, next (B, F) day D's values, next_mask (B,) D observed,
-    row (B,).
+    row (B,), user (B,).
     """
 
     def __init__(self, seq: SequenceData, rows: np.ndarray, length: int) -> None:
@@ -124,6 +126,7 @@ class WindowBatches(Dataset):
             "next": torch.from_numpy(np.ascontiguousarray(nxt, dtype=np.float32)),
             "next_mask": torch.from_numpy(observed.copy()),
             "row": torch.from_numpy(rows.copy()),
+            "user": torch.from_numpy(users.astype(np.int64)),
         }
 
 
@@ -135,7 +138,7 @@ class HistoryBatches(Dataset):
     day 0, so the output at position t has read days < t. Right-padded with missing days.
 
     Keys: x (B, T, F), mask (B, T), morning (B, T, Fm), static (B, Fs), y (B, T), weight (B, T),
-    row (B, T) (−1 on padding).
+    row (B, T) (−1 on padding), user (B,).
     """
 
     def __init__(self, seq: SequenceData, users: np.ndarray, ends: np.ndarray, target_rows: np.ndarray) -> None:
@@ -173,6 +176,7 @@ class HistoryBatches(Dataset):
             "y": torch.from_numpy((seq.onset[safe] & weight).astype(np.float32)),
             "weight": torch.from_numpy(weight.astype(np.float32)),
             "row": torch.from_numpy(np.where(inside, rows, -1)),
+            "user": torch.from_numpy(self.users[idx].copy()),
         }
 
 
@@ -186,12 +190,51 @@ def history_users(seq: SequenceData, rows: np.ndarray) -> tuple[np.ndarray, np.n
     return order, ends[order]
 
 
+class UserGroupedBatches:
+    """Batch sampler for window datasets: each batch is ``n_users`` users, each with up to
+    ``per_user`` of their windows (so a batch holds several days of the same person, as the
+    within-person loss needs). ``n_batches`` per epoch; users drawn in proportion to their days."""
+
+    def __init__(self, dataset: WindowBatches, n_users: int, per_user: int, n_batches: int, seed: int) -> None:
+        users = dataset.seq.user_of_rows(dataset.rows)
+        order = np.argsort(users, kind="stable")
+        self.sorted_index = order
+        uniq, starts, counts = np.unique(users[order], return_index=True, return_counts=True)
+        self.starts, self.counts = starts, counts
+        self.p = counts / counts.sum()
+        self.n_users, self.per_user, self.n_batches = min(n_users, len(uniq)), per_user, n_batches
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self):
+        for _ in range(self.n_batches):
+            chosen = self.rng.choice(len(self.counts), self.n_users, replace=False, p=self.p)
+            parts = []
+            for u in chosen:
+                k = min(self.per_user, self.counts[u])
+                pick = self.rng.choice(self.counts[u], k, replace=False)
+                parts.append(self.sorted_index[self.starts[u] + pick])
+            yield np.concatenate(parts).tolist()
+
+
 class SequenceDataModule(L.LightningDataModule):
     """Training batches drawn at random each epoch (``samples_per_epoch``), validation fixed."""
 
-    def __init__(self, train: Dataset, val: Dataset | None, batch_size: int, samples_per_epoch: int = 0, val_samples: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        train: Dataset,
+        val: Dataset | None,
+        batch_size: int,
+        samples_per_epoch: int = 0,
+        val_samples: int = 0,
+        seed: int = 0,
+        group_users: int = 0,
+    ) -> None:
         super().__init__()
         self.train, self.val = train, val
+        self.group_users = group_users
         self.batch_size = batch_size
         self.samples_per_epoch = samples_per_epoch
         self.seed = seed
@@ -205,6 +248,12 @@ class SequenceDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         n = len(self.train)
         num = self.samples_per_epoch if 0 < self.samples_per_epoch < n else n
+        if self.group_users > 0 and isinstance(self.train, WindowBatches):
+            n_batches = max(1, num // self.batch_size)
+            per_user = max(1, self.batch_size // self.group_users)
+            self.seed += 1  # a new draw each epoch, reproducibly
+            grouped = UserGroupedBatches(self.train, self.group_users, per_user, n_batches, self.seed)
+            return DataLoader(self.train, sampler=grouped, batch_size=None)
         generator = torch.Generator().manual_seed(self.seed)
         sampler = BatchSampler(RandomSampler(range(n), num_samples=num, generator=generator), self.batch_size, drop_last=False)
         return DataLoader(self.train, sampler=sampler, batch_size=None)

@@ -70,7 +70,7 @@ class OnsetModule(L.LightningModule):
         self.classifier = OnsetClassifier(SequenceModelConfig.from_dict(model))
         self.train_cfg = TrainConfig.from_dict(train)
         self.encoder_lr_scale = encoder_lr_scale
-        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def logits(self, batch: Batch) -> torch.Tensor:
         args = (batch["x"], batch["mask"], batch["morning"], batch["static"])
@@ -85,8 +85,13 @@ class OnsetModule(L.LightningModule):
         return bce, w.sum(), logits
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        bce, n, _ = self.loss_terms(batch)
+        bce, n, logits = self.loss_terms(batch)
         loss = bce / n.clamp(min=1)
+        self.log("train_bce", loss, batch_size=int(n.item()) or 1)
+        if self.train_cfg.within_person_weight > 0:
+            wp = within_person_loss(logits, batch)
+            self.log("train_within_person", wp)
+            loss = loss + self.train_cfg.within_person_weight * wp
         self.log("train_loss", loss, prog_bar=True, batch_size=int(n.item()) or 1)
         return loss
 
@@ -96,7 +101,8 @@ class OnsetModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         _, _, logits = self.loss_terms(batch)
         keep = batch["weight"] > 0
-        self._val.append((logits[keep].detach(), batch["y"][keep]))
+        user = batch["user"] if batch["user"].dim() == keep.dim() else batch["user"][:, None].expand_as(keep)
+        self._val.append((logits[keep].detach(), batch["y"][keep], user[keep]))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -105,6 +111,8 @@ class OnsetModule(L.LightningModule):
         y = torch.cat([v[1] for v in self._val])
         self.log("val_loss", F.binary_cross_entropy_with_logits(logits, y), prog_bar=True)
         self.log("val_auc", _auc(y.numpy(), logits.numpy()), prog_bar=True)
+        users = torch.cat([v[2] for v in self._val]).numpy()
+        self.log("val_within_person_auc", _within_person_auc(users, y.numpy(), logits.numpy()), prog_bar=True)
 
     def configure_optimizers(self):
         if self.encoder_lr_scale == 1.0:
@@ -112,6 +120,35 @@ class OnsetModule(L.LightningModule):
         enc = _adamw(self.classifier.encoder, self.train_cfg.lr * self.encoder_lr_scale, self.train_cfg.weight_decay)
         head = _adamw(self.classifier.head, self.train_cfg.lr, self.train_cfg.weight_decay)
         return torch.optim.AdamW(enc.param_groups + head.param_groups)
+
+
+def within_person_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Case-crossover (conditional logistic) loss: each onset day against the same person's
+    scorable days in the batch, softmax over them. Only within-person contrasts count, so it
+    learns what makes one of a person's days riskier than their others, not who is at risk.
+
+    Window batches: logits (B,), with ``user`` (B,); history batches: logits (B, T), one user per row.
+    """
+    y, w = batch["y"], batch["weight"] > 0
+    neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype)
+    if logits.dim() == 2:  # history: one person per row
+        lse = torch.logsumexp(torch.where(w, logits, neg_inf), dim=1, keepdim=True)  # (B, 1)
+        onset = (y > 0.5) & w
+        terms = (lse - logits)[onset]
+    else:
+        same = batch["user"][:, None] == batch["user"][None, :]  # (B, B)
+        scores = torch.where(same & w[None, :], logits[None, :].expand(len(logits), -1), neg_inf)
+        lse = torch.logsumexp(scores, dim=1)  # (B,): over the person's days
+        onset = (y > 0.5) & w
+        terms = (lse - logits)[onset]
+    return terms.mean() if terms.numel() else logits.sum() * 0.0
+
+
+def _within_person_auc(users: np.ndarray, y: np.ndarray, score: np.ndarray) -> float:
+    from migrainemamba.evaluation.metrics import per_user_auc
+
+    auc = per_user_auc(users, np.asarray(y) > 0.5, score)["auc"].drop_nulls()
+    return float(auc.mean()) if auc.len() else float("nan")
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -199,7 +236,9 @@ class TemporalModel:
         train_rows = np.asarray(train_rows, dtype=np.int64)
         train_rows = train_rows[seq.scorable[train_rows]]
         train_set, valid_set, batch_size, per_epoch = self._datasets(seq, train_rows, valid_rows)
-        data = SequenceDataModule(train_set, valid_set, batch_size, per_epoch, tcfg.val_samples if cfg.window_days else 0, tcfg.seed)
+        data = SequenceDataModule(
+            train_set, valid_set, batch_size, per_epoch, tcfg.val_samples if cfg.window_days else 0, tcfg.seed, tcfg.group_users
+        )
         summary = train_module(module, data, tcfg, logger, checkpoint_dir, progress)
         self.classifier = module.classifier.eval()
         self.summary = summary | {
