@@ -42,6 +42,7 @@ test-all: install
 
 benchmark: install
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_models.py
 
 lint: install
 	$(BIN)/ruff check src tests pipelines benchmarks
