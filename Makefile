@@ -15,7 +15,11 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run pipeline test test-all benchmark lint clean
+.PHONY: install run pipeline serve test test-all benchmark lint clean
+
+# `make serve`: where the service listens
+HOST ?= 127.0.0.1
+PORT ?= 3000
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +30,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## the main job on the embedded defaults: the whole DVC pipeline on the simulated cohort
-run: install pipeline
+## the main job on the embedded defaults: the whole DVC pipeline on the simulated cohort, then
+## the REST service on the champions it packaged (stays in the foreground; Ctrl-C stops it)
+run: install pipeline serve
 
 pipeline:
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
+
+## the service from the working tree (`bentoml serve .`) on the packaged routing table, with the
+## embedded defaults (SQLite in data/service/); docs at http://$(HOST):$(PORT)/ and /api/v1/docs
+serve: install
+	@test -f data/serving/routing.json || { \
+		echo "data/serving/routing.json is missing: run 'make pipeline' (dvc repro) first" >&2; exit 1; }
+	@echo "MigraineMamba on http://$(HOST):$(PORT)  (Swagger UI: http://$(HOST):$(PORT)/ and http://$(HOST):$(PORT)/api/v1/docs)"
+	ROUTING_TABLE_PATH=$(CURDIR)/data/serving/routing.json BENTOML_HOME=$(CURDIR)/bentoml_home \
+		$(BIN)/bentoml serve . --host $(HOST) --port $(PORT)
 
 ## the default test run (CI runs this)
 test: install

@@ -505,3 +505,12 @@ def test_cors_origins_from_settings(tmp_path):
             headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"},
         )
         assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+
+def test_a_diary_day_far_in_the_past_is_rejected_naming_the_field(client, user):
+    """An absurd date (a typo) would make the day-by-day feature grid huge: 422, not a slow user."""
+    user_id, headers = user
+    body = {**full_day(user_id, TODAY), "date": "0001-01-01"}
+    response = client.post("/logs/submit", json=body, headers=headers)
+    assert _field_errors(response) == {"date": "date_too_old"}

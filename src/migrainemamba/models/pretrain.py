@@ -91,20 +91,31 @@ class PretrainConfig:
 # Batches over SequenceData
 
 
+def _check_offset(seq: SequenceData, offset: np.ndarray | None) -> np.ndarray:
+    """Per-row log-odds offset added to the classifier's logit (zeros when not given)."""
+    if offset is None:
+        return np.zeros(seq.n_rows, dtype=np.float32)
+    offset = np.asarray(offset, dtype=np.float32)
+    if offset.shape != (seq.n_rows,) or not np.all(np.isfinite(offset)):
+        raise ValueError(f"offset must be {seq.n_rows} finite log-odds (one per sequence row)")
+    return offset
+
+
 class WindowBatches(Dataset):
     """Windows of ``length`` days before each of ``rows``; ``dataset[indices]`` is one batch.
 
     Keys: x (B, L, F), mask (B, L), morning (B, Fm), static (B, Fs), y (B,) onset,
     weight (B,) 1 where the day is scorable, next (B, F) day D's values, next_mask (B,) D observed,
-    row (B,), user (B,).
+    row (B,), user (B,), offset (B,) log-odds added to the logit (0 unless given).
     """
 
-    def __init__(self, seq: SequenceData, rows: np.ndarray, length: int) -> None:
+    def __init__(self, seq: SequenceData, rows: np.ndarray, length: int, offset: np.ndarray | None = None) -> None:
         if length < 1:
             raise ValueError(f"window length must be >= 1, got {length}")
         self.seq = seq
         self.rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         self.length = length
+        self.offset = _check_offset(seq, offset)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -127,6 +138,7 @@ class WindowBatches(Dataset):
             "next_mask": torch.from_numpy(observed.copy()),
             "row": torch.from_numpy(rows.copy()),
             "user": torch.from_numpy(users.astype(np.int64)),
+            "offset": torch.from_numpy(self.offset[rows]),
         }
 
 
@@ -138,11 +150,14 @@ class HistoryBatches(Dataset):
     day 0, so the output at position t has read days < t. Right-padded with missing days.
 
     Keys: x (B, T, F), mask (B, T), morning (B, T, Fm), static (B, Fs), y (B, T), weight (B, T),
-    row (B, T) (−1 on padding), user (B,).
+    row (B, T) (−1 on padding), user (B,), offset (B, T).
     """
 
-    def __init__(self, seq: SequenceData, users: np.ndarray, ends: np.ndarray, target_rows: np.ndarray) -> None:
+    def __init__(
+        self, seq: SequenceData, users: np.ndarray, ends: np.ndarray, target_rows: np.ndarray, offset: np.ndarray | None = None
+    ) -> None:
         self.seq = seq
+        self.offset = _check_offset(seq, offset)
         self.users = np.asarray(users, dtype=np.int64)
         self.ends = np.asarray(ends, dtype=np.int64)
         self.is_target = np.zeros(seq.n_rows, dtype=bool)
@@ -177,6 +192,7 @@ class HistoryBatches(Dataset):
             "weight": torch.from_numpy(weight.astype(np.float32)),
             "row": torch.from_numpy(np.where(inside, rows, -1)),
             "user": torch.from_numpy(self.users[idx].copy()),
+            "offset": torch.from_numpy(np.where(inside, self.offset[safe], np.float32(0.0))),
         }
 
 
@@ -310,6 +326,9 @@ def train_module(
     if data.val is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min"))
     if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        for stale in checkpoint_dir.glob("*.ckpt"):  # a fixed DVC output: no versioned leftovers
+            stale.unlink()
         callbacks.append(
             ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1, enable_version_counter=False)
         )
@@ -325,6 +344,7 @@ def train_module(
         num_sanity_val_steps=0,
         gradient_clip_val=cfg.grad_clip,
         limit_train_batches=cfg.limit_train_batches,
+        limit_val_batches=1.0 if data.val is not None else 0,
         log_every_n_steps=10,
         deterministic=False,
     )

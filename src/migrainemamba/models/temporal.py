@@ -1,6 +1,10 @@
 """The temporal model: a diary encoder (pretrained Mamba, or the GRU baseline) fine-tuned for onset.
 
-``TemporalModel`` is a ``ForecastModel`` (name ``"temporal"`` or ``"gru"``). Its forecasts are
+``TemporalModel`` is a ``ForecastModel`` (name ``"temporal"`` or ``"gru"``). It may carry an
+offset model (the foundation model): the classifier's logit is then added to that model's log-odds,
+so the sequence model learns what the tabular model misses (as the foundation model boosts from
+the clinical prior). Training adds to BCE an optional case-crossover loss (``within_person_loss``)
+that contrasts each onset day with the same person's other days. Its forecasts are
 computed from ``batch.daily_logs`` by ``build_sequence_data(..., forecast_dates=targets,
 stats=<training stats>)``: the window for day D holds rows of dates < D plus D's morning fields,
 so nothing logged at or after the forecast moment can move a forecast (the harness audits it).
@@ -29,6 +33,7 @@ from typing import Any
 import lightning as L
 import mlflow
 import numpy as np
+import pandas as pd
 import polars as pl
 import torch
 import torch.nn.functional as F
@@ -47,12 +52,17 @@ from migrainemamba.models.pretrain import (
     history_users,
     train_module,
 )
-from migrainemamba.models.sequence_heads import OnsetClassifier, SequenceModelConfig, count_parameters
+from migrainemamba.models.sequence_heads import (
+    OnsetClassifier,
+    SequenceModelConfig,
+    count_parameters,
+)
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "temporal.json"
+OFFSET_DIR = "offset"
 USERS_PER_HISTORY_BATCH = 16
 PREDICT_BATCH = 1024
 
@@ -75,8 +85,10 @@ class OnsetModule(L.LightningModule):
     def logits(self, batch: Batch) -> torch.Tensor:
         args = (batch["x"], batch["mask"], batch["morning"], batch["static"])
         if batch["y"].dim() == 2:  # history batch: (B, T) targets
-            return self.classifier.forward_history(*args)
-        return self.classifier(*args)
+            out = self.classifier.forward_history(*args)
+        else:
+            out = self.classifier(*args)
+        return out + batch["offset"] if "offset" in batch else out
 
     def loss_terms(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.logits(batch)
@@ -191,8 +203,10 @@ class TemporalModel:
         train_config: TrainConfig | None = None,
         encoder_lr_scale: float = 1.0,
         stats: SequenceStats | None = None,
+        offset_model: Any = None,
     ) -> None:
         self.name = name
+        self.offset_model = offset_model  # e.g. a FoundationModel: its logit is the offset
         self.config = config
         self.train_config = train_config or TrainConfig()
         self.encoder_lr_scale = encoder_lr_scale
@@ -209,8 +223,21 @@ class TemporalModel:
         self.stats = fit_stats(train.users, logs)
         targets = train.targets if valid is None else pl.concat([train.targets, valid.targets])
         seq = build_sequence_data(train.users, train.daily_logs, forecast_dates=targets.select("user_id", "date"), stats=self.stats)
+        rows = target_rows(seq, train.targets)
         valid_rows = target_rows(seq, valid.targets) if valid is not None else None
-        self.fit_sequences(seq, target_rows(seq, train.targets), valid_rows)
+        offset = None
+        if self.offset_model is not None:
+            offset = np.zeros(seq.n_rows, dtype=np.float32)
+            offset[rows] = self.offset_of(train)
+            if valid is not None:
+                offset[valid_rows] = self.offset_of(valid)
+        self.fit_sequences(seq, rows, valid_rows, offset=offset)
+
+    def offset_of(self, batch: ForecastBatch) -> np.ndarray:
+        """The offset model's log-odds per target (its features: the shared, leakage-safe ones)."""
+        if self.offset_model is None:
+            return np.zeros(batch.targets.height)
+        return np.asarray(self.offset_model.logit(batch.features()), dtype=np.float64)
 
     def fit_sequences(
         self,
@@ -221,9 +248,13 @@ class TemporalModel:
         logger: Any = None,
         checkpoint_dir: Path | None = None,
         progress: bool = False,
+        offset: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """Fit on scorable ``train_rows`` of ``seq`` (built with this model's stats), early stopping
-        on ``valid_rows``; ``encoder_state`` initialises the encoder (pretrained weights)."""
+        on ``valid_rows``; ``encoder_state`` initialises the encoder (pretrained weights);
+        ``offset`` (N,) the offset model's log-odds per row of ``seq`` (needed iff it has one)."""
+        if (offset is None) != (self.offset_model is None):
+            raise ValueError(f"{self.name}: pass offset= exactly when the model has an offset model")
         if self.stats is None:
             self.stats = seq.stats
         elif self.stats is not seq.stats and not _same_stats(self.stats, seq.stats):
@@ -235,7 +266,7 @@ class TemporalModel:
             module.classifier.encoder.load_state_dict(encoder_state, strict=True)
         train_rows = np.asarray(train_rows, dtype=np.int64)
         train_rows = train_rows[seq.scorable[train_rows]]
-        train_set, valid_set, batch_size, per_epoch = self._datasets(seq, train_rows, valid_rows)
+        train_set, valid_set, batch_size, per_epoch = self._datasets(seq, train_rows, valid_rows, offset)
         data = SequenceDataModule(
             train_set, valid_set, batch_size, per_epoch, tcfg.val_samples if cfg.window_days else 0, tcfg.seed, tcfg.group_users
         )
@@ -244,29 +275,30 @@ class TemporalModel:
         self.summary = summary | {
             "name": self.name,
             "fit_seconds": round(time.perf_counter() - started, 1),
-            "n_train_days": int(len(train_rows)),
+            "n_train_days": len(train_rows),
             "n_parameters": count_parameters(self.classifier),
             "n_encoder_parameters": count_parameters(self.classifier.encoder),
             "pretrained": encoder_state is not None,
+            "offset": self.offset_model is not None,
         }
         log.info("%s fitted: %s", self.name, json.dumps(self.summary, default=str))
         return self.summary
 
-    def _datasets(self, seq: SequenceData, train_rows: np.ndarray, valid_rows: np.ndarray | None):
+    def _datasets(self, seq: SequenceData, train_rows: np.ndarray, valid_rows: np.ndarray | None, offset: np.ndarray | None):
         cfg, tcfg = self.config, self.train_config
         if cfg.window_days > 0:
-            train = WindowBatches(seq, train_rows, cfg.window_days)
+            train = WindowBatches(seq, train_rows, cfg.window_days, offset)
             valid = None
             if valid_rows is not None:
                 valid_rows = np.asarray(valid_rows, dtype=np.int64)
-                valid = WindowBatches(seq, valid_rows[seq.scorable[valid_rows]], cfg.window_days)
+                valid = WindowBatches(seq, valid_rows[seq.scorable[valid_rows]], cfg.window_days, offset)
             return train, valid, tcfg.batch_size, tcfg.samples_per_epoch
         users, ends = history_users(seq, train_rows)
-        train = HistoryBatches(seq, users, ends, train_rows)
+        train = HistoryBatches(seq, users, ends, train_rows, offset)
         valid = None
         if valid_rows is not None:
             vusers, vends = history_users(seq, valid_rows)
-            valid = HistoryBatches(seq, vusers, vends, valid_rows)
+            valid = HistoryBatches(seq, vusers, vends, valid_rows, offset)
         per_batch = max(1, tcfg.batch_size // USERS_PER_HISTORY_BATCH)
         return train, valid, per_batch, 0
 
@@ -284,22 +316,31 @@ class TemporalModel:
         if batch.targets.height == 0:
             return np.zeros(0)
         seq = self.sequences(batch.users, batch.daily_logs, batch.targets)
-        return self.predict_rows(seq, target_rows(seq, batch.targets))
+        rows = target_rows(seq, batch.targets)
+        offset = None
+        if self.offset_model is not None:
+            offset = np.zeros(seq.n_rows, dtype=np.float32)
+            offset[rows] = self.offset_of(batch)
+        return self.predict_rows(seq, rows, offset)
 
     @torch.no_grad()
-    def logits_rows(self, seq: SequenceData, rows: np.ndarray) -> np.ndarray:
-        """Forecast log-odds for ``rows`` of ``seq`` (built with this model's stats)."""
+    def logits_rows(self, seq: SequenceData, rows: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+        """Forecast log-odds for ``rows`` of ``seq`` (built with this model's stats); ``offset``
+        (N,) the offset model's log-odds per row (required iff the model has an offset model)."""
+        if (offset is None) != (self.offset_model is None):
+            raise ValueError(f"{self.name}: pass offset= exactly when the model has an offset model")
         rows = np.asarray(rows, dtype=np.int64)
         clf = self.classifier.eval()
         if self.config.window_days > 0:
-            out = [clf(b["x"], b["mask"], b["morning"], b["static"]) for b in eval_batches(WindowBatches(seq, rows, self.config.window_days), PREDICT_BATCH)]
+            windows = WindowBatches(seq, rows, self.config.window_days, offset)
+            out = [clf(b["x"], b["mask"], b["morning"], b["static"]) + b["offset"] for b in eval_batches(windows, PREDICT_BATCH)]
             return torch.cat(out).double().numpy() if out else np.zeros(0)
         users, ends = history_users(seq, rows)
         order = np.argsort(ends - seq.offsets[users], kind="stable")  # similar lengths together
-        data = HistoryBatches(seq, users[order], ends[order], rows)
+        data = HistoryBatches(seq, users[order], ends[order], rows, offset)
         found_rows, found_logits = [], []
         for b in eval_batches(data, USERS_PER_HISTORY_BATCH):
-            logits = clf.forward_history(b["x"], b["mask"], b["morning"], b["static"])
+            logits = clf.forward_history(b["x"], b["mask"], b["morning"], b["static"]) + b["offset"]
             inside = b["row"] >= 0
             found_rows.append(b["row"][inside].numpy())
             found_logits.append(logits[inside].double().numpy())
@@ -311,8 +352,8 @@ class TemporalModel:
             pos = np.searchsorted(all_rows, rows)
         return all_logits[pos]
 
-    def predict_rows(self, seq: SequenceData, rows: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.logits_rows(seq, rows)))
+    def predict_rows(self, seq: SequenceData, rows: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.logits_rows(seq, rows, offset)))
 
     def forecast_user(
         self, user: pl.DataFrame | dict[str, Any], diary_rows: pl.DataFrame, date: dt.date, morning: dict[str, Any] | None = None
@@ -339,11 +380,14 @@ class TemporalModel:
     # ---------------------------------------------------------- persistence
 
     def save(self, directory: str | Path) -> Path:
-        """``model.pt`` (config, training config, stats, weights; weights_only-safe) + ``temporal.json``."""
+        """``model.pt`` (config, training config, stats, weights; weights_only-safe) + ``temporal.json``
+        (+ ``offset/``, the offset model, when there is one)."""
         if self.stats is None:
             raise RuntimeError(f"{self.name}: nothing to save, the model is not fitted")
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
+        if self.offset_model is not None:
+            self.offset_model.save(out / OFFSET_DIR)
         meta = {
             "name": self.name,
             "config": self.config.to_dict(),
@@ -351,6 +395,7 @@ class TemporalModel:
             "encoder_lr_scale": self.encoder_lr_scale,
             "stats": {"columns": list(self.stats.columns), "mean": self.stats.mean.tolist(), "std": self.stats.std.tolist()},
             "summary": self.summary,
+            "offset": "foundation" if self.offset_model is not None else None,
         }
         state = {k: v.detach().cpu() for k, v in self.classifier.state_dict().items()}
         torch.save({"meta": json.dumps(meta, default=float), "state_dict": state}, out / MODEL_FILE)
@@ -373,6 +418,10 @@ class TemporalModel:
             meta.get("encoder_lr_scale", 1.0),
             stats,
         )
+        if meta.get("offset") == "foundation":
+            from migrainemamba.models.foundation import FoundationModel
+
+            model.offset_model = FoundationModel.load(src / OFFSET_DIR)
         model.classifier.load_state_dict(ckpt["state_dict"], strict=True)
         model.classifier.eval()
         model.summary = meta.get("summary", {})
@@ -426,13 +475,14 @@ class RecurrentForecaster:
         return h
 
     @torch.no_grad()
-    def logit(self, morning: np.ndarray) -> float:
+    def logit(self, morning: np.ndarray, offset: float = 0.0) -> float:
         m = torch.as_tensor(np.asarray(morning, dtype=np.float32)).reshape(1, -1)
-        return float(self.classifier.head(self._h, m, self.static)[0])
+        return float(self.classifier.head(self._h, m, self.static)[0]) + float(offset)
 
-    def forecast(self, morning: np.ndarray) -> float:
-        """P(onset today) from the days read so far and today's morning vector (Fm,)."""
-        return float(1.0 / (1.0 + np.exp(-self.logit(morning))))
+    def forecast(self, morning: np.ndarray, offset: float = 0.0) -> float:
+        """P(onset today) from the days read so far, today's morning vector (Fm,) and, for a model
+        with an offset model, that model's log-odds for today."""
+        return float(1.0 / (1.0 + np.exp(-self.logit(morning, offset))))
 
     def advance(self, values: np.ndarray, observed: bool) -> None:
         """Read the day just over: its standardised values (F,) and whether it was logged."""
@@ -445,13 +495,15 @@ class RecurrentForecaster:
             flat.extend(t.clone() for t in (s if isinstance(s, tuple) else (s,)))
         return flat
 
-    def replay(self, seq: SequenceData, user_index: int, through_row: int | None = None) -> np.ndarray:
+    def replay(
+        self, seq: SequenceData, user_index: int, through_row: int | None = None, offset: np.ndarray | None = None
+    ) -> np.ndarray:
         """Forecast every grid day of user ``user_index`` in ``seq`` by stepping (returns (T,) P)."""
         start, end = int(seq.offsets[user_index]), int(seq.offsets[user_index + 1])
         end = end if through_row is None else through_row + 1
         out = np.empty(end - start)
         for i, row in enumerate(range(start, end)):
-            out[i] = self.forecast(seq.morning[row])
+            out[i] = self.forecast(seq.morning[row], 0.0 if offset is None else float(offset[row]))
             self.advance(seq.values[row], bool(seq.observed[row]))
         return out
 
@@ -474,7 +526,7 @@ class TemporalPyfunc(mlflow.pyfunc.PythonModel):
         path = Path(context.artifacts[self.ARTIFACT])  # the model.pt file (or its directory)
         self.model = TemporalModel.load(path.parent if path.is_file() else path)
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         if self.model is None:
             self.load_context(context)
         frame = model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(model_input)
@@ -496,7 +548,6 @@ def pyfunc_batch(frame: pl.DataFrame) -> ForecastBatch:
 
 def pip_requirements() -> list[str]:
     import lightning
-    import pandas as pd
     import pyarrow
 
     return [

@@ -10,6 +10,9 @@ fitted on TRAINING days only.
   their outcomes cannot reach the encoder. Writes ``data/models/pretrain`` and
   ``metrics/pretrain.json``.
 - ``run_temporal``: fine-tunes the pretrained Mamba encoder + onset head on the training split
+  (by default on top of the foundation model: its log-odds are the offset the sequence model
+  corrects, as the foundation model corrects the clinical prior; ``temporal.offset: none`` trains a
+  stand-alone sequence model)
   (``data/models/temporal``, registered as ``migrainemamba-temporal``), trains the GRU baseline by
   the same code (``data/models/gru``), optionally a causal whole-history variant for recurrent
   serving (``data/models/temporal/causal``), and runs the label-efficiency experiment (a share of
@@ -36,7 +39,7 @@ from omegaconf import DictConfig
 from migrainemamba.config import resolve_path, to_dict
 from migrainemamba.data.prepare import PreparedCohort
 from migrainemamba.evaluation.baselines import RunningBaseRate
-from migrainemamba.evaluation.scoring import Scored, score_with_intervals
+from migrainemamba.evaluation.scoring import Scored, bootstrap_replicates, summarize
 from migrainemamba.evaluation.split import make_split
 from migrainemamba.features.sequences import SequenceData, SequenceStats, build_sequence_data
 from migrainemamba.models.base import ForecastBatch
@@ -51,7 +54,13 @@ from migrainemamba.models.pretrain import (
     pretrain_rows,
 )
 from migrainemamba.models.sequence_heads import SequenceModelConfig
-from migrainemamba.models.temporal import MODEL_FILE, TemporalModel, TemporalPyfunc, fit_stats, pip_requirements
+from migrainemamba.models.temporal import (
+    MODEL_FILE,
+    TemporalModel,
+    TemporalPyfunc,
+    fit_stats,
+    pip_requirements,
+)
 from migrainemamba.pipeline import write_json
 from migrainemamba.tracking import flatten, stage_run, tracking_uri
 
@@ -73,6 +82,8 @@ class StageData:
     seq: SequenceData
     split: np.ndarray  # (N,) split of every seq row: train / valid / test
     cold_start: np.ndarray  # (N,) bool
+    offset_model: Any = None  # the foundation model when the temporal models build on it
+    offset: np.ndarray | None = None  # (N,) its log-odds for every seq row
 
     def rows(self, split: str, scorable: bool = False) -> np.ndarray:
         keep = self.split == split
@@ -214,7 +225,7 @@ def _fit(
     checkpoint_dir: Path | None = None,
     encoder_lr_scale: float = 1.0,
 ) -> TemporalModel:
-    model = TemporalModel(name, model_cfg, train_cfg, encoder_lr_scale, stats=data.seq.stats)
+    model = TemporalModel(name, model_cfg, train_cfg, encoder_lr_scale, stats=data.seq.stats, offset_model=data.offset_model)
     child = mlflow.start_run(run_name=run_name, nested=True) if parent is not None else nullcontext()
     with child as run:
         if run is not None:
@@ -222,19 +233,26 @@ def _fit(
         summary = model.fit_sequences(
             data.seq, train_rows, data.rows("valid", scorable=True), encoder_state,
             logger=_lightning_logger(run, cfg), checkpoint_dir=checkpoint_dir, progress=bool(cfg.temporal.progress),
+            offset=data.offset,
         )
         if run is not None:
             mlflow.log_metrics({f"final_{k}": float(v) for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)})
     return model
 
 
-def _score(model: TemporalModel, data: StageData, rows: np.ndarray, p_ref: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
+LABEL_EFFICIENCY_METRICS = ("auc", "within_person_auc", "brier", "brier_skill")
+
+
+def _replicates(model: TemporalModel, data: StageData, rows: np.ndarray, p_ref: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Bootstrap replicates over users (shared resamples: differences between models are paired)."""
     seq = data.seq
-    users = seq.user_of_rows(rows)
-    s = Scored(user=users, y=seq.onset[rows], p=model.predict_rows(seq, rows), p_ref=p_ref)
-    keep = ("auc", "within_person_auc", "brier", "brier_skill")
-    scores = score_with_intervals(s, n_boot, seed)
-    return {k: round(v, 5) for k, v in scores.items() if k.removesuffix("_lo").removesuffix("_hi") in keep}
+    s = Scored(user=seq.user_of_rows(rows), y=seq.onset[rows], p=model.predict_rows(seq, rows, data.offset), p_ref=p_ref)
+    reps = bootstrap_replicates(s, n_boot, seed)
+    return {k: reps[k] for k in LABEL_EFFICIENCY_METRICS}
+
+
+def _rounded(summary: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 5) for k, v in summary.items()}
 
 
 def _base_rate(data: StageData, rows: np.ndarray) -> np.ndarray:
@@ -258,14 +276,18 @@ def label_efficiency(
         chosen = rng.choice(train_users, max(1, round(float(fraction) * len(train_users))), replace=False)
         rows = train_rows[np.isin(data.seq.user_of_rows(train_rows), chosen)]
         key = f"{float(fraction):g}"
+        reps = {}
         for variant, state in (("pretrained", encoder_state), ("scratch", None)):
             model = _fit("temporal", model_cfg, train_cfg, data, rows, state, cfg, parent, f"label_efficiency_{key}_{variant}")
-            results.setdefault(key, {})[variant] = _score(model, data, test_rows, p_ref, int(le.n_boot), int(le.seed)) | {
-                "n_train_days": int(len(rows)),
-                "n_train_users": int(len(chosen)),
+            reps[variant] = _replicates(model, data, test_rows, p_ref, int(le.n_boot), int(le.seed))
+            results.setdefault(key, {})[variant] = _rounded(summarize(reps[variant])) | {
+                "n_train_days": len(rows),
+                "n_train_users": len(chosen),
                 "best_val_loss": round(model.summary["best_val_loss"], 5),
             }
             log.info("label efficiency %s %s: %s", key, variant, results[key][variant])
+        diff = {m: reps["pretrained"][m] - reps["scratch"][m] for m in LABEL_EFFICIENCY_METRICS}
+        results[key]["pretrained_minus_scratch"] = _rounded(summarize(diff))  # paired over users
     return results
 
 
@@ -296,6 +318,15 @@ def plot_label_efficiency(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def foundation_offset(cfg: DictConfig, data: StageData) -> tuple[Any, np.ndarray]:
+    """The trained foundation model and its log-odds for every sequence row (its own features)."""
+    from migrainemamba.models.foundation import FoundationModel
+
+    model = FoundationModel.load(resolve_path(cfg.temporal.foundation_dir))
+    rows = data.seq.keys().select("user_id", "date").join(data.features, on=["user_id", "date"], how="left", maintain_order="left")
+    return model, np.asarray(model.logit(rows), dtype=np.float32)
+
+
 def run_temporal(cfg: DictConfig) -> dict[str, Any]:
     tc = cfg.temporal
     started = time.perf_counter()
@@ -303,6 +334,10 @@ def run_temporal(cfg: DictConfig) -> dict[str, Any]:
     train_cfg = TrainConfig.from_dict(to_dict(tc.train))
     torch.set_num_threads(train_cfg.num_threads)
     data = load_stage_data(cfg, stats=stats)
+    if tc.offset == "foundation":
+        data.offset_model, data.offset = foundation_offset(cfg, data)
+    elif tc.offset not in (None, "none"):
+        raise ValueError(f"temporal.offset must be 'foundation' or 'none', got {tc.offset!r}")
     timings: dict[str, float] = {"data_seconds": _seconds(started)}
     train_rows = data.rows("train", scorable=True)
     model_dir, gru_dir = resolve_path(tc.model_dir), resolve_path(tc.gru_dir)

@@ -99,13 +99,21 @@ def get_owned_user(user_id: str, subject: TokenSubject, session: SessionDep) -> 
 OwnedUser = Annotated[User, Depends(get_owned_user)]
 
 
-def reject_future(value: date | None, today: date, loc: tuple[str, ...]) -> None:
-    """A 422 shaped like FastAPI's own, naming the field, for a date after today."""
-    if value is not None and value > today:
-        error: dict[str, Any] = {
-            "type": "date_in_future",
-            "loc": loc,
-            "msg": f"Date {value.isoformat()} is in the future (today is {today.isoformat()})",
-            "input": value.isoformat(),
-        }
+# How far back a diary day (or a period start) may be entered. Bounded because a
+# forecast builds a day-by-day grid from the first diary day: a typo like
+# 0001-01-01 would otherwise make every request for that user slow.
+MAX_DAYS_BACK = 730
+
+
+def reject_future(value: date | None, today: date, loc: tuple[str, ...], max_days_back: int = MAX_DAYS_BACK) -> None:
+    """A 422 shaped like FastAPI's own, naming the field, for a date after today or too far back."""
+    if value is None:
+        return
+    problem = None
+    if value > today:
+        problem = ("date_in_future", f"Date {value.isoformat()} is in the future (today is {today.isoformat()})")
+    elif (today - value).days > max_days_back:
+        problem = ("date_too_old", f"Date {value.isoformat()} is more than {max_days_back} days before today")
+    if problem:
+        error: dict[str, Any] = {"type": problem[0], "loc": loc, "msg": problem[1], "input": value.isoformat()}
         raise RequestValidationError([error])
