@@ -340,8 +340,30 @@ def test_stages_run_on_debug_config(tmp_path):
     pre = run_pretrain(cfg)
     assert pre["val_masked_mse"] < pre["val_mean_mse"] * 1.5
     out = run_temporal(cfg)
-    assert {"temporal", "gru", "temporal_causal", "label_efficiency"} <= set(out)
+    assert {"temporal", "gru", "temporal_window", "label_efficiency"} <= set(out)
+    assert out["temporal"]["window_days"] == 0 and out["temporal_window"]["window_days"] == 14
+    assert set(out["label_efficiency"]["none"]["0.3"]) == {"pretrained", "scratch", "pretrained_minus_scratch"}
     for name in ("temporal", "gru"):
         assert TemporalModel.load(tmp_path / "models" / name).name == name
     assert (tmp_path / "plots" / "temporal" / "label_efficiency.png").is_file()
     assert json.loads((tmp_path / "metrics" / "temporal.json").read_text())["seconds"] > 0
+
+
+def test_mlflow_pyfunc_round_trip(fitted, cohort, tmp_path):
+    import mlflow
+
+    from migrainemamba.models.temporal import TemporalPyfunc, pip_requirements
+
+    model, valid = fitted
+    export = model.save(tmp_path / "export")
+    mlflow.pyfunc.save_model(
+        str(tmp_path / "pyfunc"), python_model=TemporalPyfunc(), artifacts={TemporalPyfunc.ARTIFACT: str(export)},
+        pip_requirements=pip_requirements(),
+    )
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
+    user_id, date = valid.targets.row(0)
+    logs = cohort.daily_logs.filter((pl.col("user_id") == user_id) & (pl.col("date") <= date))
+    frame = logs.join(cohort.users, on="user_id").with_columns(forecast=pl.col("date") == date)
+    p = np.asarray(loaded.predict(frame.to_pandas()))
+    assert p.shape == (1,)
+    assert p[0] == pytest.approx(model.predict(valid)[0], abs=SERVE_ATOL)

@@ -456,6 +456,7 @@ def pretrain_encoder(
     """Pretrain on windows ending before the given days (labels unused); returns the module."""
     if model_cfg.window_days < 1:
         raise ValueError("pretraining reads windows: model.window_days must be >= 1")
+    L.seed_everything(train_cfg.seed, workers=True, verbose=False)  # the initial weights too
     module = PretrainModule(model_cfg.to_dict(), asdict(pretrain_cfg), asdict(train_cfg))
     train = WindowBatches(seq, pretrain_rows(seq, train_rows), model_cfg.window_days)
     val = WindowBatches(seq, pretrain_rows(seq, val_rows), model_cfg.window_days) if val_rows is not None else None

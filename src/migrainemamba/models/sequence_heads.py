@@ -5,10 +5,10 @@ forecast day, Fs static (per-user) inputs, D d_model.
 
 Two ways to read a diary (``SequenceModelConfig.window_days``):
 
-- window (``window_days > 0``, the default, DESIGN.md §5): the L calendar days D−L..D−1 before
+- window (``window_days > 0``, DESIGN.md §5; the pretraining reading): the L calendar days D−L..D−1 before
   the forecast day, read bidirectionally (or causally); the head reads the LAST day's
   representation. One forward pass per forecast.
-- history (``window_days == 0``, causal encoders only): the person's whole diary from their first
+- history (``window_days == 0``, causal encoders only; the fine-tuned default): the person's whole diary from their first
   day, preceded by one empty day, read causally. Output t is the state after day t−1, so one pass
   forecasts every day at once, and the recurrent ``step`` mode carries a per-user state forward one
   day at a time with the same outputs (serving: O(1) per new day).

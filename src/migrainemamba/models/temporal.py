@@ -9,15 +9,15 @@ computed from ``batch.daily_logs`` by ``build_sequence_data(..., forecast_dates=
 stats=<training stats>)``: the window for day D holds rows of dates < D plus D's morning fields,
 so nothing logged at or after the forecast moment can move a forecast (the harness audits it).
 
-Serving:
+Serving (the stage's default temporal model is causal over the whole history):
 
 - ``forecast_user(model, user, diary_rows, date)``: one person's diary in, P(onset on ``date``)
-  out; the same code as ``predict`` (one pass over the last L days for the default windowed,
-  bidirectional model: cost linear in L).
+  out, by the same code as ``predict`` (one pass over the history, or over the last L days for a
+  window model: cost linear in the days read).
 - ``RecurrentForecaster``: for a causal model over the whole history (``window_days: 0``,
-  ``bidirectional: false``, trained by the same code), a per-user state is carried forward one day
-  at a time, O(1) per day, equal to the full-sequence forecast (tested). A bidirectional window
-  model reads each window as a whole and cannot be stepped: its serving form is ``forecast_user``.
+  ``bidirectional: false``), a per-user state is carried forward one day at a time, O(1) per
+  day, equal to the full-sequence forecast (tested). A bidirectional window model reads each
+  window as a whole and cannot be stepped: its serving form is ``forecast_user``.
 """
 
 from __future__ import annotations
@@ -261,6 +261,7 @@ class TemporalModel:
             raise ValueError("fit_sequences: seq was standardised with other stats than this model's")
         started = time.perf_counter()
         cfg, tcfg = self.config, self.train_config
+        L.seed_everything(tcfg.seed, workers=True, verbose=False)  # the initial weights too
         module = OnsetModule(cfg.to_dict(), asdict(tcfg), self.encoder_lr_scale)
         if encoder_state is not None:
             module.classifier.encoder.load_state_dict(encoder_state, strict=True)

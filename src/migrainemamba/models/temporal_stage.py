@@ -12,10 +12,13 @@ fitted on TRAINING days only.
 - ``run_temporal``: fine-tunes the pretrained Mamba encoder + onset head on the training split
   (by default on top of the foundation model: its log-odds are the offset the sequence model
   corrects, as the foundation model corrects the clinical prior; ``temporal.offset: none`` trains a
-  stand-alone sequence model)
+  stand-alone sequence model). ``temporal.model`` says how the fine-tuned model reads the diary:
+  by default causally over the whole history (recurrent serving; it starts from the forward half
+  of the bidirectionally pretrained encoder); ``temporal.variant`` trains the other reading (the
+  bidirectional 30-day window) for comparison
   (``data/models/temporal``, registered as ``migrainemamba-temporal``), trains the GRU baseline by
-  the same code (``data/models/gru``), optionally a causal whole-history variant for recurrent
-  serving (``data/models/temporal/causal``), and runs the label-efficiency experiment (a share of
+  the same code (``data/models/gru``), the variant (``data/models/temporal/<variant.name>``), and
+  runs the label-efficiency experiment (a share of
   the training users' labels, pretrained vs from scratch, scored on the test split with bootstrap
   intervals; plot in MLflow and ``plots/temporal/``). Writes ``metrics/temporal.json``.
 """
@@ -24,9 +27,10 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +59,6 @@ from migrainemamba.models.pretrain import (
 )
 from migrainemamba.models.sequence_heads import SequenceModelConfig
 from migrainemamba.models.temporal import (
-    MODEL_FILE,
     TemporalModel,
     TemporalPyfunc,
     fit_stats,
@@ -263,7 +266,13 @@ def _base_rate(data: StageData, rows: np.ndarray) -> np.ndarray:
 def label_efficiency(
     cfg: DictConfig, data: StageData, model_cfg: SequenceModelConfig, encoder_state: dict[str, torch.Tensor], parent: Any
 ) -> dict[str, Any]:
-    """Fine-tune on the labels of a share of the training users, pretrained vs from scratch."""
+    """Fine-tune on the labels of a share of the training users, pretrained vs from scratch.
+
+    For each ``offsets`` entry: ``foundation`` (the temporal model as configured, on top of the
+    foundation model) and ``none`` (the sequence model alone, where the encoder must learn
+    everything). Scored on the test split; ``pretrained_minus_scratch`` is paired over users.
+    Results: ``{offset: {fraction: {pretrained, scratch, pretrained_minus_scratch}}}``.
+    """
     le = cfg.temporal.label_efficiency
     train_cfg = TrainConfig.from_dict(to_dict(cfg.temporal.train) | to_dict(le.train))
     train_rows = data.rows("train", scorable=True)
@@ -271,23 +280,30 @@ def label_efficiency(
     test_rows = data.rows("test", scorable=True)
     p_ref = _base_rate(data, test_rows)
     results: dict[str, Any] = {}
-    for fraction in le.fractions:
-        rng = np.random.default_rng(int(le.seed))
-        chosen = rng.choice(train_users, max(1, round(float(fraction) * len(train_users))), replace=False)
-        rows = train_rows[np.isin(data.seq.user_of_rows(train_rows), chosen)]
-        key = f"{float(fraction):g}"
-        reps = {}
-        for variant, state in (("pretrained", encoder_state), ("scratch", None)):
-            model = _fit("temporal", model_cfg, train_cfg, data, rows, state, cfg, parent, f"label_efficiency_{key}_{variant}")
-            reps[variant] = _replicates(model, data, test_rows, p_ref, int(le.n_boot), int(le.seed))
-            results.setdefault(key, {})[variant] = _rounded(summarize(reps[variant])) | {
-                "n_train_days": len(rows),
-                "n_train_users": len(chosen),
-                "best_val_loss": round(model.summary["best_val_loss"], 5),
-            }
-            log.info("label efficiency %s %s: %s", key, variant, results[key][variant])
-        diff = {m: reps["pretrained"][m] - reps["scratch"][m] for m in LABEL_EFFICIENCY_METRICS}
-        results[key]["pretrained_minus_scratch"] = _rounded(summarize(diff))  # paired over users
+    for offset in le.offsets:
+        if offset == "foundation" and data.offset_model is None:
+            log.warning("label efficiency: no foundation offset in this run (temporal.offset: none), skipped")
+            continue
+        part = data if offset == "foundation" else replace(data, offset_model=None, offset=None)
+        for fraction in le.fractions:
+            rng = np.random.default_rng(int(le.seed))
+            chosen = rng.choice(train_users, max(1, round(float(fraction) * len(train_users))), replace=False)
+            rows = train_rows[np.isin(data.seq.user_of_rows(train_rows), chosen)]
+            key = f"{float(fraction):g}"
+            out = results.setdefault(str(offset), {}).setdefault(key, {})
+            reps = {}
+            for variant, state in (("pretrained", encoder_state), ("scratch", None)):
+                run_name = f"label_efficiency_{offset}_{key}_{variant}"
+                model = _fit("temporal", model_cfg, train_cfg, part, rows, state, cfg, parent, run_name)
+                reps[variant] = _replicates(model, part, test_rows, p_ref, int(le.n_boot), int(le.seed))
+                out[variant] = _rounded(summarize(reps[variant])) | {
+                    "n_train_days": len(rows),
+                    "n_train_users": len(chosen),
+                    "best_val_loss": round(model.summary["best_val_loss"], 5),
+                }
+                log.info("label efficiency %s %s %s: %s", offset, key, variant, out[variant])
+            diff = {m: reps["pretrained"][m] - reps["scratch"][m] for m in LABEL_EFFICIENCY_METRICS}
+            out["pretrained_minus_scratch"] = _rounded(summarize(diff))  # paired over users
     return results
 
 
@@ -298,18 +314,23 @@ def plot_label_efficiency(results: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     metrics = [("auc", "pooled AUC"), ("within_person_auc", "within-person AUC"), ("brier_skill", "Brier skill vs base rate")]
-    fractions = sorted(results, key=float)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 4.0), squeeze=False)
+    styles = {"pretrained": "-", "scratch": "--"}
     for ax, (metric, label) in zip(axes[0], metrics, strict=True):
-        for i, variant in enumerate(("pretrained", "scratch")):
-            x = np.array([float(f) for f in fractions]) * (1.0 + 0.04 * (i - 0.5))
-            y = np.array([results[f][variant].get(metric, np.nan) for f in fractions])
-            lo = np.array([results[f][variant].get(f"{metric}_lo", np.nan) for f in fractions])
-            hi = np.array([results[f][variant].get(f"{metric}_hi", np.nan) for f in fractions])
-            ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=variant)
+        for j, (offset, by_fraction) in enumerate(results.items()):
+            fractions = sorted(by_fraction, key=float)
+            for i, variant in enumerate(("pretrained", "scratch")):
+                x = np.array([float(f) for f in fractions]) * (1.0 + 0.05 * (i - 0.5))
+                y = np.array([by_fraction[f][variant].get(metric, np.nan) for f in fractions])
+                lo = np.array([by_fraction[f][variant].get(f"{metric}_lo", np.nan) for f in fractions])
+                hi = np.array([by_fraction[f][variant].get(f"{metric}_hi", np.nan) for f in fractions])
+                ax.errorbar(
+                    x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, ls=styles[variant], color=f"C{j}",
+                    label=f"{variant} (offset: {offset})",
+                )
         ax.set_xscale("log")
         ax.set(xlabel="share of training users' labels", ylabel=label, title=label)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.suptitle("Label efficiency on test days (95% bootstrap intervals over users)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -327,10 +348,52 @@ def foundation_offset(cfg: DictConfig, data: StageData) -> tuple[Any, np.ndarray
     return model, np.asarray(model.logit(rows), dtype=np.float32)
 
 
+def encoder_init(pretrained: SequenceModelConfig, target: SequenceModelConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Pretrained weights for ``target``'s encoder: all of them, or, for a causal target from a
+    bidirectional pretraining, its forward half (input projection, forward mixers, norms)."""
+    same = ("encoder", "d_model", "n_layers", "d_state", "d_conv", "expand", "n_features")
+    if any(getattr(pretrained, k) != getattr(target, k) for k in same):
+        raise ValueError(
+            f"temporal: the model differs from the pretrained encoder in {[k for k in same if getattr(pretrained, k) != getattr(target, k)]}; "
+            "change configs/pretrain (and rerun pretrain) instead"
+        )
+    if pretrained.bidirectional and not target.bidirectional:
+        return {k: v for k, v in state.items() if ".mixer_bwd." not in k}
+    if target.bidirectional and not pretrained.bidirectional:
+        raise ValueError("temporal: a bidirectional model cannot start from a causal pretrained encoder")
+    return state
+
+
+def _summary(model: TemporalModel) -> dict[str, Any]:
+    s = model.summary
+    return {
+        "val_loss": round(s["best_val_loss"], 5), "best_epoch": s["best_epoch"], "steps": s["steps"],
+        "n_parameters": s["n_parameters"], "n_encoder_parameters": s["n_encoder_parameters"],
+        "window_days": model.config.window_days, "bidirectional": model.config.bidirectional,
+        "fit_seconds": s["fit_seconds"],
+    }
+
+
+def register(model: TemporalModel, name: str) -> Any:
+    """Log the model as an MLflow pyfunc (weights, stats, offset model; no training checkpoints)
+    and register it as ``name``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        export = model.save(Path(tmp) / "temporal")
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TemporalPyfunc(),
+            artifacts={TemporalPyfunc.ARTIFACT: str(export)},
+            pip_requirements=pip_requirements(),
+            registered_model_name=name,
+        )
+
+
 def run_temporal(cfg: DictConfig) -> dict[str, Any]:
     tc = cfg.temporal
     started = time.perf_counter()
-    model_cfg, stats, encoder_state = load_pretrained(resolve_path(tc.pretrained_dir))
+    pre_cfg, stats, encoder_state = load_pretrained(resolve_path(tc.pretrained_dir))
+    model_cfg = SequenceModelConfig.from_dict(pre_cfg.to_dict() | to_dict(tc.model))
+    init_state = encoder_init(pre_cfg, model_cfg, encoder_state)
     train_cfg = TrainConfig.from_dict(to_dict(tc.train))
     torch.set_num_threads(train_cfg.num_threads)
     data = load_stage_data(cfg, stats=stats)
@@ -341,46 +404,40 @@ def run_temporal(cfg: DictConfig) -> dict[str, Any]:
     timings: dict[str, float] = {"data_seconds": _seconds(started)}
     train_rows = data.rows("train", scorable=True)
     model_dir, gru_dir = resolve_path(tc.model_dir), resolve_path(tc.gru_dir)
-    params = {"temporal": to_dict(tc), "pretrained_model": model_cfg.to_dict(), "split": to_dict(cfg.evaluate.split)}
+    params = {"temporal": to_dict(tc), "pretrained_model": pre_cfg.to_dict(), "split": to_dict(cfg.evaluate.split)}
     tracking = stage_run("temporal", params, cfg.tracking.uri) if cfg.tracking.enabled else nullcontext()
     metrics: dict[str, Any] = {}
     with tracking as run:
         # the temporal model: pretrained Mamba encoder + onset head
         t = time.perf_counter()
         temporal = _fit(
-            "temporal", model_cfg, train_cfg, data, train_rows, encoder_state, cfg, run, "temporal",
+            "temporal", model_cfg, train_cfg, data, train_rows, init_state, cfg, run, "temporal",
             checkpoint_dir=model_dir / "lightning", encoder_lr_scale=float(tc.encoder_lr_scale),
         )
         temporal.save(model_dir)
         timings["temporal_seconds"] = _seconds(t)
-        # the GRU baseline: same windows, head, loss, early stopping; no pretraining
+        # the GRU baseline: the same reading of the diary, head, losses, early stopping; no pretraining
         t = time.perf_counter()
-        gru_cfg = SequenceModelConfig.from_dict(to_dict(tc.gru.model))
-        gru = _fit("gru", gru_cfg, TrainConfig.from_dict(to_dict(tc.gru.train)), data, train_rows, None, cfg, run, "gru", checkpoint_dir=gru_dir / "lightning")
+        gru_cfg = SequenceModelConfig.from_dict(model_cfg.to_dict() | {"encoder": "gru", "gru_hidden": 0} | to_dict(tc.gru.model))
+        gru = _fit("gru", gru_cfg, TrainConfig.from_dict(to_dict(tc.train) | to_dict(tc.gru.train)), data, train_rows, None, cfg, run, "gru", checkpoint_dir=gru_dir / "lightning")
         gru.save(gru_dir)
         timings["gru_seconds"] = _seconds(t)
-        for name, model in (("temporal", temporal), ("gru", gru)):
-            s = model.summary
-            metrics[name] = {
-                "val_loss": round(s["best_val_loss"], 5), "best_epoch": s["best_epoch"], "steps": s["steps"],
-                "n_parameters": s["n_parameters"], "n_encoder_parameters": s["n_encoder_parameters"],
-            }
-        # the causal whole-history variant (recurrent serving), same code, forward half of the encoder
-        if tc.causal.enabled:
+        metrics["temporal"], metrics["gru"] = _summary(temporal), _summary(gru)
+        # the other reading of the diary, for comparison (saved beside the model, not registered)
+        if tc.variant.enabled:
             t = time.perf_counter()
-            causal_cfg = SequenceModelConfig.from_dict(model_cfg.to_dict() | to_dict(tc.causal.model))
-            forward_half = {k: v for k, v in encoder_state.items() if ".mixer_bwd." not in k}
-            causal = _fit(
-                "temporal", causal_cfg, TrainConfig.from_dict(to_dict(tc.train) | to_dict(tc.causal.train)),
-                data, train_rows, forward_half if tc.causal.init_from_pretrained else None, cfg, run, "temporal_causal",
+            variant_cfg = SequenceModelConfig.from_dict(pre_cfg.to_dict() | to_dict(tc.variant.model))
+            variant = _fit(
+                "temporal", variant_cfg, TrainConfig.from_dict(to_dict(tc.train) | to_dict(tc.variant.train)),
+                data, train_rows, encoder_init(pre_cfg, variant_cfg, encoder_state), cfg, run, f"temporal_{tc.variant.name}",
             )
-            causal.save(model_dir / "causal")
-            timings["causal_seconds"] = _seconds(t)
-            metrics["temporal_causal"] = {"val_loss": round(causal.summary["best_val_loss"], 5), "steps": causal.summary["steps"]}
+            variant.save(model_dir / str(tc.variant.name))
+            timings["variant_seconds"] = _seconds(t)
+            metrics[f"temporal_{tc.variant.name}"] = _summary(variant)
         # label efficiency
         if tc.label_efficiency.enabled:
             t = time.perf_counter()
-            results = label_efficiency(cfg, data, model_cfg, encoder_state, run)
+            results = label_efficiency(cfg, data, model_cfg, init_state, run)
             figure = plot_label_efficiency(results, resolve_path(cfg.paths.plots) / "temporal" / "label_efficiency.png")
             write_json(model_dir / "label_efficiency.json", results)
             metrics["label_efficiency"] = results
@@ -390,13 +447,7 @@ def run_temporal(cfg: DictConfig) -> dict[str, Any]:
                 mlflow.log_dict(results, "label_efficiency.json")
         if run is not None:
             t = time.perf_counter()
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=TemporalPyfunc(),
-                artifacts={TemporalPyfunc.ARTIFACT: str((model_dir / MODEL_FILE).resolve())},
-                pip_requirements=pip_requirements(),
-                registered_model_name=str(tc.registered_model_name),
-            )
+            info = register(temporal, str(tc.registered_model_name))
             log.info("registered %r version %s", str(tc.registered_model_name), info.registered_model_version)
             timings["register_seconds"] = _seconds(t)
         timings["seconds"] = _seconds(started)

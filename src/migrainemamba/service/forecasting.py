@@ -88,7 +88,19 @@ def _load_foundation(path: Path | None) -> ForecastModel:
     return FoundationModel.load(path)
 
 
-LOADERS: dict[str, ModelLoader] = {"base_rate": _load_base_rate, "foundation": _load_foundation}
+def _load_temporal(path: Path | None) -> ForecastModel:
+    if path is None:
+        raise ValueError("routing table: model 'temporal' needs a 'path' (the folder TemporalModel.save wrote)")
+    from migrainemamba.models.temporal import TemporalModel  # torch + lightning: import on use
+
+    return TemporalModel.load(path)
+
+
+LOADERS: dict[str, ModelLoader] = {
+    "base_rate": _load_base_rate,
+    "foundation": _load_foundation,
+    "temporal": _load_temporal,
+}
 
 
 def register_loader(name: str, loader: ModelLoader) -> None:
