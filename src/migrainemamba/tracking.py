@@ -40,6 +40,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def pinned_requirements(*distributions: str) -> list[str]:
+    """``name==version`` of installed distributions, for ``log_model(pip_requirements=...)``.
+
+    Explicit requirements spare MLflow its inference subprocess (STACK.md); local
+    version labels (torch's ``+cpu``) are dropped so the pin installs anywhere.
+    """
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in distributions]
+
+
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested config -> {'a.b.c': value} for mlflow.log_params (values truncated by MLflow)."""
     flat: dict[str, Any] = {}

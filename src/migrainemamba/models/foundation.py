@@ -51,6 +51,7 @@ from migrainemamba.models.prior import (
     prior_terms,
     sigmoid,
 )
+from migrainemamba.tracking import pinned_requirements
 
 log = logging.getLogger(__name__)
 
@@ -448,16 +449,7 @@ class FoundationPyfunc(mlflow.pyfunc.PythonModel):
 
 def pip_requirements() -> list[str]:
     """Pinned requirements of the pyfunc (explicit: MLflow's inference costs a subprocess per model)."""
-    import pyarrow
-
-    return [
-        f"mlflow=={mlflow.__version__}",
-        f"lightgbm=={lgb.__version__}",
-        f"polars=={pl.__version__}",
-        f"numpy=={np.__version__}",
-        f"pandas=={pd.__version__}",
-        f"pyarrow=={pyarrow.__version__}",
-    ]
+    return pinned_requirements("mlflow", "lightgbm", "polars", "numpy", "pandas", "pyarrow")
 
 
 def pyfunc_kwargs(model_dir: str | Path, example: pl.DataFrame) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from migrainemamba.models.sequence_heads import (
     SequenceModelConfig,
     count_parameters,
 )
+from migrainemamba.tracking import pinned_requirements
 
 log = logging.getLogger(__name__)
 
@@ -548,16 +549,7 @@ def pyfunc_batch(frame: pl.DataFrame) -> ForecastBatch:
 
 
 def pip_requirements() -> list[str]:
-    import lightning
-    import pyarrow
-
-    return [
-        f"mlflow=={mlflow.__version__}",
-        f"torch=={torch.__version__.split('+')[0]}",
-        f"lightning=={lightning.__version__}",
-        f"polars=={pl.__version__}",
-        f"numpy=={np.__version__}",
-        f"pandas=={pd.__version__}",
-        f"pyarrow=={pyarrow.__version__}",
-        "scikit-learn",
-    ]
+    """Pinned requirements of the pyfunc (explicit: MLflow's inference costs a subprocess per model)."""
+    return pinned_requirements(
+        "mlflow", "torch", "lightning", "polars", "numpy", "pandas", "pyarrow", "scikit-learn"
+    )
