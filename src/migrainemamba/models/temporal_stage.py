@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -374,18 +373,19 @@ def _summary(model: TemporalModel) -> dict[str, Any]:
     }
 
 
-def register(model: TemporalModel, name: str) -> Any:
-    """Log the model as an MLflow pyfunc (weights, stats, offset model; no training checkpoints)
-    and register it as ``name``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        export = model.save(Path(tmp) / "temporal")
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=TemporalPyfunc(),
-            artifacts={TemporalPyfunc.ARTIFACT: str(export)},
-            pip_requirements=pip_requirements(),
-            registered_model_name=name,
-        )
+def register(model_dir: Path, name: str) -> Any:
+    """Log the saved model folder as an MLflow pyfunc and register it as ``name``.
+
+    The folder is logged as it is (the evaluated files, byte for byte), so model
+    selection can find the registered version by its tree hash and set aliases.
+    """
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=TemporalPyfunc(),
+        artifacts={TemporalPyfunc.ARTIFACT: str(model_dir)},
+        pip_requirements=pip_requirements(),
+        registered_model_name=name,
+    )
 
 
 def run_temporal(cfg: DictConfig) -> dict[str, Any]:
@@ -447,7 +447,7 @@ def run_temporal(cfg: DictConfig) -> dict[str, Any]:
                 mlflow.log_dict(results, "label_efficiency.json")
         if run is not None:
             t = time.perf_counter()
-            info = register(temporal, str(tc.registered_model_name))
+            info = register(model_dir, str(tc.registered_model_name))
             log.info("registered %r version %s", str(tc.registered_model_name), info.registered_model_version)
             timings["register_seconds"] = _seconds(t)
         timings["seconds"] = _seconds(started)
