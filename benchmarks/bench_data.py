@@ -17,6 +17,7 @@ from pathlib import Path
 from migrainemamba.config import load_config, to_dict
 from migrainemamba.data.simulator import SimulatorConfig, simulate_cohort
 from migrainemamba.features import build_features, build_sequence_data
+from migrainemamba.pipeline import write_json
 from migrainemamba.runtime import configure_entry_point
 
 RESULTS = Path(__file__).parent / "results" / "data.json"
@@ -54,9 +55,8 @@ def main() -> None:
         "python": platform.python_version(),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))  # noqa: T201 (a script's report)
+    write_json(RESULTS, figures)
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

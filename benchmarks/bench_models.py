@@ -19,6 +19,7 @@ from migrainemamba.data.stage import run_prepare
 from migrainemamba.evaluation.stage import run_evaluate
 from migrainemamba.features.stage import run_features
 from migrainemamba.models.foundation_stage import run_foundation
+from migrainemamba.pipeline import write_json
 from migrainemamba.runtime import configure_entry_point
 
 RESULTS = Path(__file__).parent / "results" / "models.json"
@@ -58,9 +59,8 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))  # noqa: T201 (a script's report)
+    write_json(RESULTS, figures)
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -46,21 +46,10 @@ from migrainemamba.config import load_config, repo_root, to_dict
 from migrainemamba.data.schema import USER_COLUMNS
 from migrainemamba.data.simulator import SimulatorConfig, simulate_cohort
 from migrainemamba.runtime import configure_entry_point
+from migrainemamba.service.settings import without_service_settings
 
 RESULTS = Path(__file__).parent / "results" / "serve.json"
 SERVICE = "migrainemamba.service.service:MigraineMamba"
-SERVICE_KEYS = {
-    "DATABASE_URL",
-    "ROUTING_TABLE_PATH",
-    "SECRET_KEY",
-    "SECRET_KEY_FILE",
-    "WEATHER_API_KEY",
-    "CORS_ORIGINS",
-    "TIMEZONE",
-    "AUTO_MIGRATE",
-    "MIGRAINEMAMBA_ROOT",
-    "BENTOML_HOME",
-}
 
 
 def free_port() -> int:
@@ -70,7 +59,7 @@ def free_port() -> int:
 
 
 def start_server(work: Path, routing: Path | None, port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_KEYS}
+    env = without_service_settings(os.environ)
     env |= {
         "DATABASE_URL": f"sqlite:///{work / 'service.db'}",
         "SECRET_KEY": "benchmark-secret-key-0123456789abcdef0123",

@@ -46,6 +46,7 @@ from migrainemamba.evaluation.split import make_split
 from migrainemamba.features import PHASES, build_features, phase_of
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.foundation import FoundationConfig, FoundationModel
+from migrainemamba.service.settings import without_service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -60,19 +61,7 @@ START_TIMEOUT_S = 120
 
 def _env(**extra: str) -> dict[str, str]:
     """The parent's environment without any service settings, telemetry off, plus ``extra``."""
-    service_keys = {
-        "DATABASE_URL",
-        "ROUTING_TABLE_PATH",
-        "SECRET_KEY",
-        "SECRET_KEY_FILE",
-        "WEATHER_API_KEY",
-        "CORS_ORIGINS",
-        "TIMEZONE",
-        "AUTO_MIGRATE",
-        "MIGRAINEMAMBA_ROOT",
-        "BENTOML_HOME",
-    }
-    env = {k: v for k, v in os.environ.items() if k not in service_keys}
+    env = without_service_settings(os.environ)
     env.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1")
     env.update(extra)
     return env

@@ -154,16 +154,21 @@ users_table = Table(
     *contract_checks(USER_COLUMNS),
 )
 
-daily_logs_table = Table(
-    "daily_logs",
-    Base.metadata,
-    Column("id", Integer(), primary_key=True, autoincrement=True),
-    Column(
+def _owner_column() -> Column:
+    """The user a row belongs to; deleting the user deletes it."""
+    return Column(
         "user_id",
         String(STRING_LENGTHS["user_id"]),
         ForeignKey("users.user_id", ondelete="CASCADE"),
         nullable=False,
-    ),
+    )
+
+
+daily_logs_table = Table(
+    "daily_logs",
+    Base.metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    _owner_column(),
     Column("date", Date(), nullable=False),
     *contract_value_columns(DAILY_LOG_COLUMNS, all_nullable=True),
     *_timestamps(),
@@ -175,12 +180,7 @@ predictions_table = Table(
     "predictions",
     Base.metadata,
     Column("id", Integer(), primary_key=True, autoincrement=True),
-    Column(
-        "user_id",
-        String(STRING_LENGTHS["user_id"]),
-        ForeignKey("users.user_id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    _owner_column(),
     Column("date", Date(), nullable=False),
     Column("phase", String(8), nullable=False),
     Column("probability", Float(), nullable=False),

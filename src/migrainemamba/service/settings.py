@@ -7,6 +7,7 @@ build ``Settings(database_url=..., secret_key=...)`` directly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -132,3 +133,16 @@ class Settings(BaseSettings):
     def predicts_attack(self, probability: float) -> bool:
         """A forecast 'says attack' when its risk level is moderate or high (used for was_correct)."""
         return probability >= self.moderate_risk_threshold
+
+
+# Process-level variables the service also reads, besides the Settings fields.
+_PROCESS_KEYS = frozenset({"MIGRAINEMAMBA_ROOT", "BENTOML_HOME"})
+
+
+def without_service_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``environ`` without any variable the service reads.
+
+    For child servers started by tests and benchmarks, so the parent's settings never leak in.
+    """
+    keys = {name.upper() for name in Settings.model_fields} | _PROCESS_KEYS
+    return {k: v for k, v in environ.items() if k.upper() not in keys}
