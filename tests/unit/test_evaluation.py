@@ -30,6 +30,11 @@ def test_auc_matches_a_hand_computed_value():
     w = np.array([[2.0, 1.0, 1.0, 3.0]])
     y_rep, p_rep = np.repeat(y, [2, 1, 1, 3]), np.repeat(p, [2, 1, 1, 3])
     assert weighted_auc(y, p, w)[0] == pytest.approx(pooled_auc(y_rep, p_rep))
+    # per-user weights: rows 0, 1 belong to user 1 (drawn twice), rows 2, 3 to user 0 (once)
+    user = np.array([1, 1, 0, 0])
+    per_user = np.array([[1.0, 2.0]])
+    y_rep, p_rep = np.repeat(y, [2, 2, 1, 1]), np.repeat(p, [2, 2, 1, 1])
+    assert weighted_auc(y, p, per_user, user)[0] == pytest.approx(pooled_auc(y_rep, p_rep))
 
 
 def test_ece_matches_a_hand_computed_value():
@@ -130,3 +135,20 @@ def test_honest_model_passes_and_is_scored_per_phase(split_data):
     assert set(scores) == {"all", "cold_start"}
     some = scores["all"]["31+"]["base_rate"]
     assert some["brier_skill"] == pytest.approx(0.0)  # the reference scored against itself
+
+
+def test_every_two_models_get_paired_differences(split_data):
+    """Each model carries ``<metric>_minus_<other>`` for every other model: the point is the
+    difference of the two scores and the pair is antisymmetric (same resamples)."""
+    predictions = predict_test([RunningBaseRate()], split_data, audit_samples=6)
+    shrunk = predictions.with_columns(model=pl.lit("shrunk"), p=pl.col("p") * 0.5 + 0.05)
+    scores = score_predictions(pl.concat([predictions, shrunk]), n_boot=20, seed=0)
+    base, other = scores["all"]["31+"]["base_rate"], scores["all"]["31+"]["shrunk"]
+    for metric in ("auc", "within_person_auc", "brier_skill", "ece"):
+        assert other[f"{metric}_minus_base_rate"] == pytest.approx(other[metric] - base[metric])
+        assert base[f"{metric}_minus_shrunk"] == pytest.approx(-other[f"{metric}_minus_base_rate"])
+        assert base[f"{metric}_minus_shrunk_lo"] == pytest.approx(-other[f"{metric}_minus_base_rate_hi"])
+    assert "auc_minus_base_rate" not in base
+    # a monotone transform keeps the ranking: no AUC difference at all, but calibration changes
+    assert other["auc_minus_base_rate"] == pytest.approx(0.0, abs=1e-12)
+    assert other["brier_skill_minus_base_rate"] != pytest.approx(0.0)

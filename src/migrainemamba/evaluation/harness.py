@@ -29,7 +29,9 @@ from migrainemamba.models.base import ForecastBatch, ForecastModel
 log = logging.getLogger(__name__)
 
 REFERENCE_MODEL = "base_rate"  # Brier skill is measured against the running personal base rate
-BASELINES = ("base_rate", "prior_logistic")  # every other model gets paired differences to these
+BASELINES = ("base_rate", "prior_logistic")  # the baselines of every report (DESIGN.md §4)
+# metrics/evaluate.json keeps the differences to these; the full report pairs every two models
+HEADLINE_COMPARISONS = (*BASELINES, "foundation")
 PAIRED_METRICS = ("auc", "within_person_auc", "brier_skill", "ece")
 POPULATIONS = ("all", "cold_start")
 
@@ -88,7 +90,7 @@ def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict
     """Scores per population (all test days, cold-start users) x phase x model.
 
     Besides each score's interval, every model gets paired bootstrap intervals of its
-    difference to each baseline (``<metric>_minus_<baseline>``): the same resampled
+    difference to every other model (``<metric>_minus_<other>``): the same resampled
     users score both, so "beats" means the interval of the difference lies above 0.
     """
     has_oracle = "p_oracle" in predictions.columns and predictions["p_oracle"].null_count() == 0
@@ -121,11 +123,10 @@ def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict
                 summary |= summarize(replicates[model])
             results.setdefault(population, {}).setdefault(phase, {})[model] = summary
         for model, reps in replicates.items():
-            for baseline in BASELINES:
-                if baseline == model or baseline not in replicates:
-                    continue
-                diffs = {f"{m}_minus_{baseline}": reps[m] - replicates[baseline][m] for m in PAIRED_METRICS}
-                results[population][phase][model] |= summarize(diffs)
+            for other, other_reps in replicates.items():
+                if other != model:
+                    diffs = {f"{m}_minus_{other}": reps[m] - other_reps[m] for m in PAIRED_METRICS}
+                    results[population][phase][model] |= summarize(diffs)
     return results
 
 
@@ -139,8 +140,8 @@ def reliability_curves(predictions: pl.DataFrame) -> dict[str, dict[str, dict[st
 def headline(scores: Mapping[str, Any]) -> dict[str, Any]:
     """The numbers for metrics/evaluate.json (``dvc metrics show``): population/phase/model/metric.
 
-    Point estimates of the headline scores and, for each difference to a baseline, its
-    point estimate and the lower end of its paired 95% interval (> 0: reliably better;
+    Point estimates of the headline scores and, for each difference to a baseline (or to the
+    foundation model), its point estimate and the lower end of its paired 95% interval (> 0: reliably better;
     for ECE lower is better, so the upper end is kept). Full intervals live in
     data/evaluation/report.json and MLflow.
     """
@@ -152,8 +153,8 @@ def headline(scores: Mapping[str, Any]) -> dict[str, Any]:
             for model, values in models.items():
                 row = {k: round(values[k], 4) for k in keep if k in values}
                 for metric in PAIRED_METRICS:
-                    for baseline in BASELINES:
-                        key = f"{metric}_minus_{baseline}"
+                    for other in HEADLINE_COMPARISONS:
+                        key = f"{metric}_minus_{other}"
                         if key in values:
                             bound = "_hi" if metric == "ece" else "_lo"
                             row[key] = round(values[key], 4)

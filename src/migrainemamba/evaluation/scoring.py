@@ -33,14 +33,20 @@ class Scored:
     p_oracle: np.ndarray | None = None  # simulator's ceiling, when known
 
 
-def weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC AUC for each row of `weights` (R, n); ties count one half."""
+def weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray, user: np.ndarray | None = None) -> np.ndarray:
+    """ROC AUC for each row of `weights`; ties count one half.
+
+    `weights` is (R, n), one weight per row of `y`, or, with `user` (n,) mapping rows to
+    users, (R, n_users), one weight per user (never expanded to (R, n): that is GBs).
+    """
     order = np.argsort(p, kind="mergesort")
     ps, ys = p[order], y[order].astype(bool)
     group = np.cumsum(np.r_[True, ps[1:] != ps[:-1]]) - 1
     n_groups = group[-1] + 1
+    columns = order if user is None else np.asarray(user)[order]
     out = np.empty(weights.shape[0])
-    for r, w in enumerate(weights[:, order]):
+    for r in range(weights.shape[0]):
+        w = weights[r, columns]
         neg = np.bincount(group, w * ~ys, n_groups)
         pos = np.bincount(group, w * ys, n_groups)
         below = np.cumsum(neg) - neg
@@ -79,7 +85,7 @@ def _scores(s: Scored, p: np.ndarray, weights: np.ndarray, n_users: int) -> dict
     has = ~np.isnan(auc_by_user)
     wp = (weights[:, has] @ auc_by_user[has]) / np.maximum(weights[:, has].sum(axis=1), 1e-12)
     return {
-        "auc": weighted_auc(s.y, p, weights[:, s.user]),
+        "auc": weighted_auc(s.y, p, weights, s.user),
         "within_person_auc": wp,
         "brier": sq / n,
         "brier_skill": 1 - sq / sq_ref,

@@ -38,14 +38,15 @@ def markdown_table(scores: Mapping[str, Any], population: str = "all") -> str:
 
 
 def paired_table(scores: Mapping[str, Any], population: str = "all") -> str:
-    """Differences to each baseline with paired 95% intervals (lower ECE is better)."""
+    """Each model minus each other model, paired 95% intervals (lower ECE is better)."""
     lines = ["| phase | model | vs | Δ pooled AUC | Δ within-person AUC | Δ Brier skill | Δ ECE |", "|" + "---|" * 7]
     for phase in PHASES:
-        for model, values in sorted(scores.get(population, {}).get(phase, {}).items()):
-            for baseline in ("base_rate", "prior_logistic"):
-                if f"auc_minus_{baseline}" in values:
-                    cells = " | ".join(_cell(values, f"{m}_minus_{baseline}") for m in COLUMNS)
-                    lines.append(f"| {phase} | {model} | {baseline} | {cells} |")
+        models = scores.get(population, {}).get(phase, {})
+        for model, values in sorted(models.items()):
+            for other in sorted(models):
+                if f"auc_minus_{other}" in values:
+                    cells = " | ".join(_cell(values, f"{m}_minus_{other}") for m in COLUMNS)
+                    lines.append(f"| {phase} | {model} | {other} | {cells} |")
     return "\n".join(lines)
 
 

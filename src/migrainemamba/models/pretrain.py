@@ -58,7 +58,7 @@ class TrainConfig:
     batch_size: int = 256  # windows per batch (history mode: users per batch = batch_size // 16)
     max_epochs: int = 5
     samples_per_epoch: int = 0  # training windows drawn per epoch (0 = all); history mode: users
-    val_samples: int = 0  # validation windows (0 = all), a fixed seeded subset
+    val_samples: int = 0  # validation windows (0 = all), a fixed seeded subset; history mode: users
     patience: int = 2  # early stopping on val_loss, in epochs
     grad_clip: float = 1.0
     seed: int = 0

@@ -270,7 +270,7 @@ class TemporalModel:
         train_rows = train_rows[seq.scorable[train_rows]]
         train_set, valid_set, batch_size, per_epoch = self._datasets(seq, train_rows, valid_rows, offset)
         data = SequenceDataModule(
-            train_set, valid_set, batch_size, per_epoch, tcfg.val_samples if cfg.window_days else 0, tcfg.seed, tcfg.group_users
+            train_set, valid_set, batch_size, per_epoch, tcfg.val_samples, tcfg.seed, tcfg.group_users
         )
         summary = train_module(module, data, tcfg, logger, checkpoint_dir, progress)
         self.classifier = module.classifier.eval()
@@ -302,7 +302,7 @@ class TemporalModel:
             vusers, vends = history_users(seq, valid_rows)
             valid = HistoryBatches(seq, vusers, vends, valid_rows, offset)
         per_batch = max(1, tcfg.batch_size // USERS_PER_HISTORY_BATCH)
-        return train, valid, per_batch, 0
+        return train, valid, per_batch, tcfg.samples_per_epoch  # history mode: people per epoch
 
     # ---------------------------------------------------------- forecasts
 
