@@ -330,11 +330,12 @@ def test_stages_run_on_debug_config(tmp_path):
     from migrainemamba.models.temporal_stage import run_pretrain, run_temporal
 
     paths = {k: str(tmp_path / k) for k in ("prepared", "features", "models", "metrics", "plots")}
-    cfg = load_config(
+    overrides = (
         ["+debug=tiny", "data.n_users=60", "data.n_days=60", "pretrain=debug", "temporal=debug", "tracking.enabled=false"]
         + [f"paths.{k}={v}" for k, v in paths.items()]
         + [f"paths.data_dir={tmp_path}"]
     )
+    cfg = load_config(overrides)
     run_prepare(cfg, progress=False)
     run_features(cfg)
     pre = run_pretrain(cfg)
@@ -347,6 +348,21 @@ def test_stages_run_on_debug_config(tmp_path):
         assert TemporalModel.load(tmp_path / "models" / name).name == name
     assert (tmp_path / "plots" / "temporal" / "label_efficiency.png").is_file()
     assert json.loads((tmp_path / "metrics" / "temporal.json").read_text())["seconds"] > 0
+
+    # the validation-split sweep: one fit beside the foundation model, appended to a JSONL file
+    from migrainemamba.models.foundation_stage import run_foundation
+    from migrainemamba.models.temporal_sweep import run as sweep
+
+    run_foundation(cfg)
+    result = sweep("no_outcomes", overrides, ["migraine_occurred", "migraine_severity"], n_boot=20)
+    lines = (tmp_path / "experiments" / "temporal_sweep.jsonl").read_text().splitlines()
+    logged = json.loads(lines[-1])
+    assert logged["drop_inputs"] == ["migraine_occurred", "migraine_severity"]
+    assert logged["all"]["brier_skill"] == result["all"]["brier_skill"]
+    scores = result["all"]["brier_skill"]
+    assert {"temporal", "foundation", "oracle"} <= set(scores)
+    diff, lo, hi = scores["temporal_minus_foundation"]
+    assert lo <= diff <= hi and diff == pytest.approx(scores["temporal"] - scores["foundation"], abs=2e-4)
 
 
 def test_mlflow_pyfunc_round_trip(fitted, cohort, tmp_path):

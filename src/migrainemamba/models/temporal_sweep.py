@@ -1,0 +1,105 @@
+"""Compare fine-tuning settings of the temporal model with the foundation model on the VALIDATION split.
+
+Settings are chosen here, never on test days. One run = one fit of the temporal model with Hydra
+overrides (``configs/temporal``), scored on every scorable validation day beside the foundation
+model (and, on simulated data, the oracle), with paired bootstrap intervals over people::
+
+    .venv/bin/python -m migrainemamba.models.temporal_sweep wp0.3 temporal.train.within_person_weight=0.3
+    .venv/bin/python -m migrainemamba.models.temporal_sweep no_outcomes --drop-inputs \\
+        migraine_occurred migraine_severity migraine_duration_hours
+
+Needs the features, foundation and pretrain stages' outputs. Appends one JSON line per run to
+``data/experiments/temporal_sweep.jsonl``: per phase (all, 15-30, 31+) and metric, the temporal
+model's score, the foundation's, their paired difference with its 95% interval, and the oracle's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from migrainemamba.config import load_config, resolve_path, to_dict
+from migrainemamba.data.prepare import PreparedCohort
+from migrainemamba.evaluation.scoring import Scored, bootstrap_replicates, summarize
+from migrainemamba.models.pretrain import TrainConfig
+from migrainemamba.models.sequence_heads import SequenceModelConfig
+from migrainemamba.models.temporal_stage import (
+    _base_rate,
+    _fit,
+    encoder_init,
+    foundation_offset,
+    load_pretrained,
+    load_stage_data,
+)
+from migrainemamba.runtime import configure_entry_point
+
+METRICS = ("auc", "within_person_auc", "brier_skill")
+PHASES = ("all", "15-30", "31+")
+
+
+def run(tag: str, overrides: list[str], drop_inputs: list[str], n_boot: int = 200) -> dict[str, Any]:
+    cfg = load_config(["tracking.enabled=false", "temporal.progress=false", *overrides])
+    tc = cfg.temporal
+    pre_cfg, stats, encoder_state = load_pretrained(resolve_path(tc.pretrained_dir))
+    model_cfg = SequenceModelConfig.from_dict(pre_cfg.to_dict() | to_dict(tc.model))
+    train_cfg = TrainConfig.from_dict(to_dict(tc.train))
+    torch.set_num_threads(train_cfg.num_threads)
+    data = load_stage_data(cfg, stats=stats)
+    if drop_inputs:  # the model never sees these inputs (as if constant at the training mean)
+        columns = [data.seq.value_columns.index(c) for c in drop_inputs]
+        data.seq.values[:, columns] = 0.0
+    foundation, foundation_logit = foundation_offset(cfg, data)
+    if tc.offset == "foundation":
+        data.offset_model, data.offset = foundation, foundation_logit
+    init = encoder_init(pre_cfg, model_cfg, encoder_state) if model_cfg.encoder == "mamba" else None
+    started = time.perf_counter()
+    model = _fit("temporal", model_cfg, train_cfg, data, data.rows("train", scorable=True), init, cfg, None, tag)
+    fit_seconds = round(time.perf_counter() - started, 1)
+
+    valid = data.rows("valid", scorable=True)
+    keys = data.seq.keys()[valid].select("user_id", "date")
+    phase = keys.join(data.features.select("user_id", "date", "phase"), on=["user_id", "date"], how="left", maintain_order="left")["phase"].to_numpy()
+    forecasts = {
+        "temporal": model.predict_rows(data.seq, valid, data.offset),
+        "foundation": 1.0 / (1.0 + np.exp(-foundation_logit[valid].astype(np.float64))),
+    }
+    truth = PreparedCohort.read(resolve_path(cfg.paths.prepared)).truth_days
+    if truth is not None:
+        forecasts["oracle"] = keys.join(truth.select("user_id", "date", "p_oracle"), on=["user_id", "date"], how="left", maintain_order="left")["p_oracle"].to_numpy()
+    user, y, p_ref = data.seq.user_of_rows(valid), data.seq.onset[valid], _base_rate(data, valid)
+    out: dict[str, Any] = {"tag": tag, "overrides": overrides, "drop_inputs": drop_inputs, "fit_seconds": fit_seconds,
+                           "best_val_loss": round(model.summary["best_val_loss"], 5), "best_epoch": model.summary["best_epoch"]}
+    for name in PHASES:
+        keep = np.ones(len(valid), dtype=bool) if name == "all" else phase == name
+        reps = {m: bootstrap_replicates(Scored(user[keep], y[keep], p[keep], p_ref[keep]), n_boot, 0) for m, p in forecasts.items()}
+        scores = {}
+        for metric in METRICS:
+            diff = summarize({"d": reps["temporal"][metric] - reps["foundation"][metric]})
+            scores[metric] = {m: round(float(r[metric][0]), 4) for m, r in reps.items()} | {
+                "temporal_minus_foundation": [round(diff["d"], 4), round(diff["d_lo"], 4), round(diff["d_hi"], 4)]
+            }
+        out[name] = scores
+    path = resolve_path(cfg.paths.data_dir) / "experiments" / "temporal_sweep.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(out) + "\n")
+    return out
+
+
+def main() -> None:
+    configure_entry_point()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tag", help="a name for this run")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. temporal.train.within_person_weight=0.3")
+    parser.add_argument("--drop-inputs", nargs="*", default=[], help="per-day input columns the model must not see")
+    args = parser.parse_args()
+    print(json.dumps(run(args.tag, args.overrides, args.drop_inputs), indent=1))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
