@@ -363,6 +363,9 @@ def test_stages_run_on_debug_config(tmp_path):
     assert {"temporal", "foundation", "oracle"} <= set(scores)
     diff, lo, hi = scores["temporal_minus_foundation"]
     assert lo <= diff <= hi and diff == pytest.approx(scores["temporal"] - scores["foundation"], abs=2e-4)
+    from migrainemamba.models.temporal_sweep import plot
+
+    assert plot([result, result], tmp_path / "sweep.png").stat().st_size > 0
 
 
 def test_mlflow_pyfunc_round_trip(fitted, cohort, tmp_path):

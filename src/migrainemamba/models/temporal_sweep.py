@@ -11,6 +11,8 @@ model (and, on simulated data, the oracle), with paired bootstrap intervals over
 Needs the features, foundation and pretrain stages' outputs. Appends one JSON line per run to
 ``data/experiments/temporal_sweep.jsonl``: per phase (all, 15-30, 31+) and metric, the temporal
 model's score, the foundation's, their paired difference with its 95% interval, and the oracle's.
+``--plot`` draws every run so far (difference in within-person AUC against difference in Brier
+skill, 95% intervals) to ``plots/experiments/temporal_sweep.png``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +43,10 @@ from migrainemamba.runtime import configure_entry_point
 
 METRICS = ("auc", "within_person_auc", "brier_skill")
 PHASES = ("all", "15-30", "31+")
+
+
+def results_path(cfg: Any) -> Path:
+    return resolve_path(cfg.paths.data_dir) / "experiments" / "temporal_sweep.jsonl"
 
 
 def run(tag: str, overrides: list[str], drop_inputs: list[str], n_boot: int = 200) -> dict[str, Any]:
@@ -84,21 +91,51 @@ def run(tag: str, overrides: list[str], drop_inputs: list[str], n_boot: int = 20
                 "temporal_minus_foundation": [round(diff["d"], 4), round(diff["d_lo"], 4), round(diff["d_hi"], 4)]
             }
         out[name] = scores
-    path = resolve_path(cfg.paths.data_dir) / "experiments" / "temporal_sweep.jsonl"
+    path = results_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         f.write(json.dumps(out) + "\n")
     return out
 
 
+def plot(runs: list[dict[str, Any]], path: Path, phase: str = "all") -> Path:
+    """Each run's temporal-minus-foundation difference: within-person AUC (y) against Brier skill (x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for i, r in enumerate(runs):
+        bx, bx_lo, bx_hi = r[phase]["brier_skill"]["temporal_minus_foundation"]
+        wy, wy_lo, wy_hi = r[phase]["within_person_auc"]["temporal_minus_foundation"]
+        ax.errorbar(bx, wy, xerr=[[bx - bx_lo], [bx_hi - bx]], yerr=[[wy - wy_lo], [wy_hi - wy]], fmt="o", capsize=3, color=f"C{i % 10}", label=r["tag"])
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set(xlabel="Brier skill, temporal minus foundation", ylabel="within-person AUC, temporal minus foundation",
+           title=f"Temporal fine-tuning settings, validation days ({phase}; 95% paired intervals)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     configure_entry_point()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("tag", help="a name for this run")
+    parser.add_argument("tag", nargs="?", help="a name for this run")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. temporal.train.within_person_weight=0.3")
     parser.add_argument("--drop-inputs", nargs="*", default=[], help="per-day input columns the model must not see")
+    parser.add_argument("--plot", action="store_true", help="plot every run in the JSONL file")
     args = parser.parse_args()
-    print(json.dumps(run(args.tag, args.overrides, args.drop_inputs), indent=1))  # noqa: T201
+    if args.tag:
+        print(json.dumps(run(args.tag, args.overrides, args.drop_inputs), indent=1))  # noqa: T201
+    if args.plot:
+        cfg = load_config(args.overrides)
+        runs = [json.loads(line) for line in results_path(cfg).read_text().splitlines() if line.strip()]
+        print(plot(runs, resolve_path(cfg.paths.plots) / "experiments" / "temporal_sweep.png"))  # noqa: T201
 
 
 if __name__ == "__main__":
