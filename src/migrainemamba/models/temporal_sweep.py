@@ -113,7 +113,7 @@ def plot(runs: list[dict[str, Any]], path: Path, phase: str = "all") -> Path:
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set(xlabel="Brier skill, temporal minus foundation", ylabel="within-person AUC, temporal minus foundation",
-           title=f"Temporal fine-tuning settings, validation days ({phase}; 95% paired intervals)")
+           title=f"Temporal fine-tuning settings on validation days ({phase})\n95% paired bootstrap intervals over people")
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
