@@ -152,3 +152,26 @@ def test_every_two_models_get_paired_differences(split_data):
     # a monotone transform keeps the ranking: no AUC difference at all, but calibration changes
     assert other["auc_minus_base_rate"] == pytest.approx(0.0, abs=1e-12)
     assert other["brier_skill_minus_base_rate"] != pytest.approx(0.0)
+
+
+def _recency_within_person_auc(window_days: int, n_users: int = 2000, rate: float = 0.1) -> float:
+    """Within-person AUC of 'an attack in the last 3 days' when onsets are iid (no signal at all),
+    scored as the harness scores: the day after an attack day is not scored."""
+    rng = np.random.default_rng(0)
+    days = rng.random((n_users, 30 + window_days)) < rate  # 30 days of history, then the window
+    t = np.arange(30, 30 + window_days)
+    recent = days[:, t - 1] | days[:, t - 2] | days[:, t - 3]
+    scored = ~days[:, t - 1]
+    users = np.broadcast_to(np.arange(n_users)[:, None], scored.shape)
+    auc, _ = within_person_auc(users[scored], days[:, t][scored], recent[scored].astype(float))
+    return auc
+
+
+def test_within_person_auc_penalises_recency_in_short_windows():
+    """A property of the metric, not a bug (README, "Models and evaluation"): in a short window
+    a forecast that rises after attacks ranks each person's attack days low even when it carries
+    no information; the effect fades as the window grows."""
+    short, long = _recency_within_person_auc(16), _recency_within_person_auc(200)
+    assert short < 0.46
+    assert 0.48 < long < 0.52
+    assert short < long
