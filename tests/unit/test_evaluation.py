@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import polars as pl
 import pytest
@@ -10,7 +12,7 @@ from migrainemamba.evaluation.baselines import RunningBaseRate
 from migrainemamba.evaluation.harness import SplitData, predict_test, score_predictions
 from migrainemamba.evaluation.leakage import LeakageError, require_no_leakage
 from migrainemamba.evaluation.metrics import expected_calibration_error, pooled_auc, within_person_auc
-from migrainemamba.evaluation.scoring import Scored, score_with_intervals, weighted_auc
+from migrainemamba.evaluation.scoring import Scored, bootstrap_replicates, score_with_intervals, summarize, weighted_auc
 from migrainemamba.evaluation.split import make_split
 from migrainemamba.features import build_features
 from migrainemamba.models.base import ForecastBatch
@@ -175,3 +177,26 @@ def test_within_person_auc_penalises_recency_in_short_windows():
     assert short < 0.46
     assert 0.48 < long < 0.52
     assert short < long
+
+
+def test_oracle_scored_once_equals_the_oracle_of_each_model():
+    """The harness scores the oracle once per phase and population and shares it; the shared
+    values equal the oracle scored with each model's own days."""
+    rng = np.random.default_rng(3)
+    n = 600
+    days = pl.DataFrame({
+        "user_id": [f"u{i % 40:02d}" for i in range(n)],
+        "date": [dt.date(2025, 1, 1) + dt.timedelta(days=i // 40) for i in range(n)],
+        "phase": "31+", "cold_start": [i % 3 == 0 for i in range(n)],
+        "y": rng.random(n) < 0.2, "p_oracle": rng.uniform(0.05, 0.5, n),
+    })
+    frames = [days.with_columns(model=pl.lit(name), p=pl.Series(rng.uniform(0.05, 0.5, n))) for name in ("base_rate", "other")]
+    predictions = pl.concat(frames, how="diagonal")
+    scores = score_predictions(predictions, n_boot=20, seed=0)["all"]["31+"]["other"]
+    user_index = {u: i for i, u in enumerate(sorted(days["user_id"].unique()))}
+    direct = summarize(bootstrap_replicates(Scored(
+        user=np.array([user_index[u] for u in days["user_id"]]), y=days["y"].to_numpy(), p=frames[1]["p"].to_numpy(),
+        p_ref=frames[0]["p"].to_numpy(), p_oracle=days["p_oracle"].to_numpy(),
+    ), 20, 0))
+    for key in ("oracle_auc", "oracle_auc_lo", "oracle_within_person_auc", "oracle_brier_skill_hi", "lift_captured_auc_lo"):
+        assert scores[key] == pytest.approx(direct[key], abs=1e-12)

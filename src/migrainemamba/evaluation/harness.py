@@ -20,6 +20,7 @@ from migrainemamba.evaluation.scoring import (
     Scored,
     bootstrap_replicates,
     is_scorable,
+    oracle_replicates,
     reliability_curve,
     summarize,
 )
@@ -106,20 +107,17 @@ def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict
     jobs = [(pop, phase) for pop in POPULATIONS for phase in PHASES]
     for population, phase in tqdm(jobs, desc="bootstrap scores", leave=False):
         replicates = {}
+        in_job = (pl.col("phase") == phase) & (pl.col("cold_start") if population == "cold_start" else pl.lit(True))
+        # the oracle scored once on the job's days, shared by every model that forecasts all of them
+        days = _scored(rows.filter(in_job).unique(["user_id", "date"]), user_index, has_oracle)
+        oracle = oracle_replicates(days, n_boot, seed) if has_oracle and is_scorable(days) else None
         for model in models:
-            part = rows.filter((pl.col("phase") == phase) & (pl.col("model") == model))
-            if population == "cold_start":
-                part = part.filter(pl.col("cold_start"))
-            scored = Scored(
-                user=part["user_id"].replace_strict(user_index, return_dtype=pl.Int64).to_numpy(),
-                y=part["y"].to_numpy(),
-                p=part["p"].to_numpy(),
-                p_ref=part["p_ref"].to_numpy(),
-                p_oracle=part["p_oracle"].to_numpy() if has_oracle else None,
-            )
+            part = rows.filter(in_job & (pl.col("model") == model))
+            scored = _scored(part, user_index, has_oracle)
             summary = {"n_days": float(part.height), "n_onsets": float(part["y"].sum()), "n_users": float(part["user_id"].n_unique())}
             if is_scorable(scored):
-                replicates[model] = bootstrap_replicates(scored, n_boot, seed)
+                shared = oracle if part.height == len(days.y) else None  # else computed on the model's own days
+                replicates[model] = bootstrap_replicates(scored, n_boot, seed, shared)
                 summary |= summarize(replicates[model])
             results.setdefault(population, {}).setdefault(phase, {})[model] = summary
         for model, reps in replicates.items():
@@ -128,6 +126,16 @@ def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict
                     diffs = {f"{m}_minus_{other}": reps[m] - other_reps[m] for m in PAIRED_METRICS}
                     results[population][phase][model] |= summarize(diffs)
     return results
+
+
+def _scored(part: pl.DataFrame, user_index: Mapping[Any, int], with_oracle: bool) -> Scored:
+    return Scored(
+        user=part["user_id"].replace_strict(user_index, return_dtype=pl.Int64).to_numpy(),
+        y=part["y"].to_numpy(),
+        p=part["p"].to_numpy(),
+        p_ref=part["p_ref"].to_numpy(),
+        p_oracle=part["p_oracle"].to_numpy() if with_oracle else None,
+    )
 
 
 def reliability_curves(predictions: pl.DataFrame) -> dict[str, dict[str, dict[str, list[float]]]]:

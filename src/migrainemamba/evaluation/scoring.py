@@ -93,12 +93,8 @@ def _scores(s: Scored, p: np.ndarray, weights: np.ndarray, n_users: int) -> dict
     }
 
 
-def bootstrap_replicates(s: Scored, n_boot: int, seed: int) -> dict[str, np.ndarray]:
-    """Each score on all users (index 0) and on ``n_boot`` resamples of users (1..n_boot).
-
-    The resamples depend only on the set of users and the seed, so models scored on
-    the same days share them: differences between models are paired.
-    """
+def _user_weights(s: Scored, n_boot: int, seed: int) -> tuple[np.ndarray, int]:
+    """(1 + n_boot, n_users) weights: all users once (row 0), then ``n_boot`` seeded resamples."""
     n_users = int(s.user.max()) + 1
     rng = np.random.default_rng(seed)
     present = np.unique(s.user)
@@ -106,13 +102,31 @@ def bootstrap_replicates(s: Scored, n_boot: int, seed: int) -> dict[str, np.ndar
     boot = np.stack([np.bincount(d, minlength=n_users) for d in draws]).astype(float)
     full = np.zeros((1, n_users))
     full[0, present] = 1.0
-    weights = np.vstack([full, boot])
-    forecasts = {"": s.p} | ({"oracle_": s.p_oracle} if s.p_oracle is not None else {})
-    replicates: dict[str, np.ndarray] = {}
-    for prefix, p in forecasts.items():
-        for name, values in _scores(s, p, weights, n_users).items():
-            replicates[prefix + name] = values
+    return np.vstack([full, boot]), n_users
+
+
+def oracle_replicates(s: Scored, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """The oracle's scores on the days of ``s`` (same resamples as ``bootstrap_replicates``)."""
+    if s.p_oracle is None:
+        raise ValueError("oracle_replicates: the scored days carry no p_oracle")
+    weights, n_users = _user_weights(s, n_boot, seed)
+    return {f"oracle_{name}": values for name, values in _scores(s, s.p_oracle, weights, n_users).items()}
+
+
+def bootstrap_replicates(
+    s: Scored, n_boot: int, seed: int, oracle: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Each score on all users (index 0) and on ``n_boot`` resamples of users (1..n_boot).
+
+    The resamples depend only on the set of users and the seed, so models scored on
+    the same days share them: differences between models are paired. ``oracle``: the
+    oracle's replicates on these same days (``oracle_replicates``), computed once and
+    shared by every model scored on them; computed here when omitted.
+    """
+    weights, n_users = _user_weights(s, n_boot, seed)
+    replicates = _scores(s, s.p, weights, n_users)
     if s.p_oracle is not None:
+        replicates |= oracle if oracle is not None else oracle_replicates(s, n_boot, seed)
         for name in ("auc", "within_person_auc"):
             replicates[f"lift_captured_{name}"] = (replicates[name] - 0.5) / (replicates[f"oracle_{name}"] - 0.5)
     return replicates
