@@ -11,8 +11,18 @@ import pytest
 from migrainemamba.evaluation.baselines import RunningBaseRate
 from migrainemamba.evaluation.harness import SplitData, predict_test, score_predictions
 from migrainemamba.evaluation.leakage import LeakageError, require_no_leakage
-from migrainemamba.evaluation.metrics import expected_calibration_error, pooled_auc, within_person_auc
-from migrainemamba.evaluation.scoring import Scored, bootstrap_replicates, score_with_intervals, summarize, weighted_auc
+from migrainemamba.evaluation.metrics import (
+    expected_calibration_error,
+    pooled_auc,
+    within_person_auc,
+)
+from migrainemamba.evaluation.scoring import (
+    Scored,
+    bootstrap_replicates,
+    score_with_intervals,
+    summarize,
+    weighted_auc,
+)
 from migrainemamba.evaluation.split import make_split
 from migrainemamba.features import build_features
 from migrainemamba.models.base import ForecastBatch

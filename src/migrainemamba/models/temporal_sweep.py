@@ -131,11 +131,11 @@ def main() -> None:
     parser.add_argument("--plot", action="store_true", help="plot every run in the JSONL file")
     args = parser.parse_args()
     if args.tag:
-        print(json.dumps(run(args.tag, args.overrides, args.drop_inputs), indent=1))  # noqa: T201
+        print(json.dumps(run(args.tag, args.overrides, args.drop_inputs), indent=1))
     if args.plot:
         cfg = load_config(args.overrides)
         runs = [json.loads(line) for line in results_path(cfg).read_text().splitlines() if line.strip()]
-        print(plot(runs, resolve_path(cfg.paths.plots) / "experiments" / "temporal_sweep.png"))  # noqa: T201
+        print(plot(runs, resolve_path(cfg.paths.plots) / "experiments" / "temporal_sweep.png"))
 
 
 if __name__ == "__main__":
