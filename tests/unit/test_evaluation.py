@@ -210,3 +210,24 @@ def test_oracle_scored_once_equals_the_oracle_of_each_model():
     ), 20, 0))
     for key in ("oracle_auc", "oracle_auc_lo", "oracle_within_person_auc", "oracle_brier_skill_hi", "lift_captured_auc_lo"):
         assert scores[key] == pytest.approx(direct[key], abs=1e-12)
+
+
+def test_truth_scores_track_the_true_risk_within_person():
+    """Simulated data: forecasts are also scored against p_true. A forecast equal to p_true (up to
+    a shift per person) correlates 1 within person; one constant per person correlates 0; the
+    running base rate's selection effect does not reach these scores."""
+    rng = np.random.default_rng(5)
+    user = np.repeat(np.arange(50), 30)
+    p_true = rng.uniform(0.02, 0.4, len(user))
+    y = rng.random(len(user)) < p_true
+    base = dict(user=user, y=y, p_ref=np.full(len(user), 0.1), p_true=p_true)
+    truth_logit = np.log(p_true / (1 - p_true))
+    shifted = 1 / (1 + np.exp(-(truth_logit + rng.normal(0, 1, 50)[user])))  # true ranking within person
+    per_person = np.repeat(rng.uniform(0.05, 0.3, 50), 30)
+    exact = score_with_intervals(Scored(p=p_true, **base), n_boot=20, seed=0)
+    assert exact["within_person_risk_corr"] == pytest.approx(1.0)
+    assert exact["risk_mse"] == pytest.approx(0.0)
+    assert score_with_intervals(Scored(p=shifted, **base), 20, 0)["within_person_risk_corr"] == pytest.approx(1.0)
+    flat = score_with_intervals(Scored(p=per_person, **base), 20, 0)
+    assert flat["within_person_risk_corr"] == pytest.approx(0.0, abs=1e-9)
+    assert flat["risk_mse"] == pytest.approx(np.mean((per_person - p_true) ** 2))

@@ -34,6 +34,8 @@ BASELINES = ("base_rate", "prior_logistic")  # the baselines of every report (DE
 # metrics/evaluate.json keeps the differences to these; the full report pairs every two models
 HEADLINE_COMPARISONS = (*BASELINES, "foundation")
 PAIRED_METRICS = ("auc", "within_person_auc", "brier_skill", "ece")
+# on simulated data also (scores against the true onset probability, free of the selection effect)
+TRUTH_METRICS = ("within_person_risk_corr", "risk_mse")
 POPULATIONS = ("all", "cold_start")
 
 
@@ -81,10 +83,12 @@ def predict_test(
 
 
 def with_oracle(predictions: pl.DataFrame, truth_days: pl.DataFrame | None) -> pl.DataFrame:
-    """Attach the simulator's p_oracle (the ceiling) to every prediction row, when known."""
+    """Attach the simulator's p_oracle (the ceiling) and p_true (the generating probability) to
+    every prediction row, when known."""
     if truth_days is None:
         return predictions
-    return predictions.join(truth_days.select("user_id", "date", "p_oracle"), on=["user_id", "date"], how="left")
+    truth = truth_days.select("user_id", "date", *[c for c in ("p_oracle", "p_true") if c in truth_days.columns])
+    return predictions.join(truth, on=["user_id", "date"], how="left")
 
 
 def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
@@ -94,7 +98,8 @@ def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict
     difference to every other model (``<metric>_minus_<other>``): the same resampled
     users score both, so "beats" means the interval of the difference lies above 0.
     """
-    has_oracle = "p_oracle" in predictions.columns and predictions["p_oracle"].null_count() == 0
+    has_oracle = _known(predictions, "p_oracle")
+    has_truth = _known(predictions, "p_true")
     user_index = {u: i for i, u in enumerate(predictions["user_id"].unique().sort().to_list())}
     reference = predictions.filter(pl.col("model") == REFERENCE_MODEL).select(
         "user_id", "date", p_ref=pl.col("p")
@@ -109,11 +114,11 @@ def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict
         replicates = {}
         in_job = (pl.col("phase") == phase) & (pl.col("cold_start") if population == "cold_start" else pl.lit(True))
         # the oracle scored once on the job's days, shared by every model that forecasts all of them
-        days = _scored(rows.filter(in_job).unique(["user_id", "date"]), user_index, has_oracle)
+        days = _scored(rows.filter(in_job).unique(["user_id", "date"]), user_index, has_oracle, has_truth)
         oracle = oracle_replicates(days, n_boot, seed) if has_oracle and is_scorable(days) else None
         for model in models:
             part = rows.filter(in_job & (pl.col("model") == model))
-            scored = _scored(part, user_index, has_oracle)
+            scored = _scored(part, user_index, has_oracle, has_truth)
             summary = {"n_days": float(part.height), "n_onsets": float(part["y"].sum()), "n_users": float(part["user_id"].n_unique())}
             if is_scorable(scored):
                 shared = oracle if part.height == len(days.y) else None  # else computed on the model's own days
@@ -123,18 +128,23 @@ def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict
         for model, reps in replicates.items():
             for other, other_reps in replicates.items():
                 if other != model:
-                    diffs = {f"{m}_minus_{other}": reps[m] - other_reps[m] for m in PAIRED_METRICS}
+                    diffs = {f"{m}_minus_{other}": reps[m] - other_reps[m] for m in (*PAIRED_METRICS, *TRUTH_METRICS) if m in reps}
                     results[population][phase][model] |= summarize(diffs)
     return results
 
 
-def _scored(part: pl.DataFrame, user_index: Mapping[Any, int], with_oracle: bool) -> Scored:
+def _known(predictions: pl.DataFrame, column: str) -> bool:
+    return column in predictions.columns and predictions[column].null_count() == 0
+
+
+def _scored(part: pl.DataFrame, user_index: Mapping[Any, int], with_oracle: bool, with_truth: bool = False) -> Scored:
     return Scored(
         user=part["user_id"].replace_strict(user_index, return_dtype=pl.Int64).to_numpy(),
         y=part["y"].to_numpy(),
         p=part["p"].to_numpy(),
         p_ref=part["p_ref"].to_numpy(),
         p_oracle=part["p_oracle"].to_numpy() if with_oracle else None,
+        p_true=part["p_true"].to_numpy() if with_truth else None,
     )
 
 
@@ -154,13 +164,13 @@ def headline(scores: Mapping[str, Any]) -> dict[str, Any]:
     data/evaluation/report.json and MLflow.
     """
     keep = ("auc", "within_person_auc", "brier_skill", "ece", "lift_captured_auc", "oracle_auc",
-            "oracle_within_person_auc", "n_onsets")
+            "oracle_within_person_auc", "within_person_risk_corr", "oracle_within_person_risk_corr", "n_onsets")
     flat: dict[str, Any] = {}
     for population, phases in scores.items():
         for phase, models in phases.items():
             for model, values in models.items():
                 row = {k: round(values[k], 4) for k in keep if k in values}
-                for metric in PAIRED_METRICS:
+                for metric in (*PAIRED_METRICS, "within_person_risk_corr"):
                     for other in HEADLINE_COMPARISONS:
                         key = f"{metric}_minus_{other}"
                         if key in values:

@@ -31,6 +31,7 @@ class Scored:
     p: np.ndarray  # forecast
     p_ref: np.ndarray  # reference forecast for Brier skill (running base rate)
     p_oracle: np.ndarray | None = None  # simulator's ceiling, when known
+    p_true: np.ndarray | None = None  # simulator's generating probability, when known
 
 
 def weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray, user: np.ndarray | None = None) -> np.ndarray:
@@ -71,6 +72,31 @@ def _bin_sums(user: np.ndarray, p: np.ndarray, y: np.ndarray, n_users: int) -> t
     )
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def _truth_scores(s: Scored, p: np.ndarray, weights: np.ndarray, n_users: int) -> dict[str, np.ndarray]:
+    """Against the simulator's true onset probability (no outcome noise, no selection effect).
+
+    ``within_person_risk_corr``: correlation, pooled over people, of each person's day-to-day
+    deviations of the forecast's log-odds and of the true log-odds from their own means: how well
+    a forecast tracks which of a person's days are riskier. ``risk_mse``: mean squared error to
+    the true probability.
+    """
+    count = _per_user_sums(s.user, np.ones(len(p)), n_users)
+    safe = np.maximum(count, 1)
+    lp, lt = _logit(p), _logit(s.p_true)
+    lp = lp - (_per_user_sums(s.user, lp, n_users) / safe)[s.user]
+    lt = lt - (_per_user_sums(s.user, lt, n_users) / safe)[s.user]
+    sxy = weights @ _per_user_sums(s.user, lp * lt, n_users)
+    sxx = weights @ _per_user_sums(s.user, lp * lp, n_users)
+    syy = weights @ _per_user_sums(s.user, lt * lt, n_users)
+    mse = weights @ _per_user_sums(s.user, (p - s.p_true) ** 2, n_users) / (weights @ count)
+    return {"within_person_risk_corr": sxy / np.sqrt(np.maximum(sxx * syy, 1e-300)), "risk_mse": mse}
+
+
 def _scores(s: Scored, p: np.ndarray, weights: np.ndarray, n_users: int) -> dict[str, np.ndarray]:
     """Scores of forecast `p` for each weight vector over users (R, n_users)."""
     y = s.y.astype(float)
@@ -84,13 +110,16 @@ def _scores(s: Scored, p: np.ndarray, weights: np.ndarray, n_users: int) -> dict
     auc_by_user[user_auc["user_id"].to_numpy()] = user_auc["auc"].fill_null(np.nan).to_numpy()
     has = ~np.isnan(auc_by_user)
     wp = (weights[:, has] @ auc_by_user[has]) / np.maximum(weights[:, has].sum(axis=1), 1e-12)
-    return {
+    scores = {
         "auc": weighted_auc(s.y, p, weights, s.user),
         "within_person_auc": wp,
         "brier": sq / n,
         "brier_skill": 1 - sq / sq_ref,
         "ece": ece,
     }
+    if s.p_true is not None:
+        scores |= _truth_scores(s, p, weights, n_users)
+    return scores
 
 
 def _user_weights(s: Scored, n_boot: int, seed: int) -> tuple[np.ndarray, int]:

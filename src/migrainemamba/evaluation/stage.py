@@ -63,6 +63,8 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
             "brier_skill.png": lambda p: plot_scores(scores, p, "brier_skill"),
             "auc.png": lambda p: plot_scores(scores, p, "auc"),
         }
+        if cohort.truth_days is not None:  # simulated: how well each forecast tracks the true risk
+            figures["within_person_risk_corr.png"] = lambda p: plot_scores(scores, p, "within_person_risk_corr")
         for name, draw in figures.items():
             draw(plots / name)
         if cfg.tracking.enabled:

@@ -7,7 +7,7 @@ from typing import Any
 
 from migrainemamba.features import PHASES
 
-COLUMNS = ("auc", "within_person_auc", "brier_skill", "ece")
+COLUMNS = ("auc", "within_person_auc", "brier_skill", "ece", "within_person_risk_corr")
 
 
 def _cell(values: Mapping[str, float], key: str) -> str:
@@ -19,8 +19,11 @@ def _cell(values: Mapping[str, float], key: str) -> str:
 
 
 def markdown_table(scores: Mapping[str, Any], population: str = "all") -> str:
-    header = "| phase | model | days | onsets | pooled AUC | within-person AUC | Brier skill | ECE | lift captured (AUC) |"
-    lines = [header, "|" + "---|" * 9]
+    header = (
+        "| phase | model | days | onsets | pooled AUC | within-person AUC | Brier skill | ECE "
+        "| within-person risk corr | lift captured (AUC) |"
+    )
+    lines = [header, "|" + "---|" * 10]
     for phase in PHASES:
         for model, values in sorted(scores.get(population, {}).get(phase, {}).items()):
             lines.append(
@@ -32,14 +35,18 @@ def markdown_table(scores: Mapping[str, Any], population: str = "all") -> str:
         if "oracle_auc" in oracle:
             lines.append(
                 f"| {phase} | *oracle* | | | {_cell(oracle, 'oracle_auc')} | {_cell(oracle, 'oracle_within_person_auc')} "
-                f"| {_cell(oracle, 'oracle_brier_skill')} | {_cell(oracle, 'oracle_ece')} | 1 |"
+                f"| {_cell(oracle, 'oracle_brier_skill')} | {_cell(oracle, 'oracle_ece')} "
+                f"| {_cell(oracle, 'oracle_within_person_risk_corr')} | 1 |"
             )
     return "\n".join(lines)
 
 
 def paired_table(scores: Mapping[str, Any], population: str = "all") -> str:
     """Each model minus each other model, paired 95% intervals (lower ECE is better)."""
-    lines = ["| phase | model | vs | Δ pooled AUC | Δ within-person AUC | Δ Brier skill | Δ ECE |", "|" + "---|" * 7]
+    lines = [
+        "| phase | model | vs | Δ pooled AUC | Δ within-person AUC | Δ Brier skill | Δ ECE | Δ within-person risk corr |",
+        "|" + "---|" * 8,
+    ]
     for phase in PHASES:
         models = scores.get(population, {}).get(phase, {})
         for model, values in sorted(models.items()):

@@ -10,7 +10,9 @@ model (and, on simulated data, the oracle), with paired bootstrap intervals over
 
 Needs the features, foundation and pretrain stages' outputs. Appends one JSON line per run to
 ``data/experiments/temporal_sweep.jsonl``: per phase (all, 15-30, 31+) and metric, the temporal
-model's score, the foundation's, their paired difference with its 95% interval, and the oracle's.
+model's score, the foundation's, their paired difference with its 95% interval, and the oracle's
+(simulated data also: the within-person correlation with the true log-odds, free of the selection
+effect of within-person AUC).
 ``--plot`` draws every run so far (difference in within-person AUC against difference in Brier
 skill, 95% intervals) to ``plots/experiments/temporal_sweep.png``.
 """
@@ -41,7 +43,7 @@ from migrainemamba.models.temporal_stage import (
 )
 from migrainemamba.runtime import configure_entry_point
 
-METRICS = ("auc", "within_person_auc", "brier_skill")
+METRICS = ("auc", "within_person_auc", "brier_skill", "within_person_risk_corr")
 PHASES = ("all", "15-30", "31+")
 
 
@@ -76,16 +78,22 @@ def run(tag: str, overrides: list[str], drop_inputs: list[str], n_boot: int = 20
         "foundation": 1.0 / (1.0 + np.exp(-foundation_logit[valid].astype(np.float64))),
     }
     truth = PreparedCohort.read(resolve_path(cfg.paths.prepared)).truth_days
+    p_true = None
     if truth is not None:
-        forecasts["oracle"] = keys.join(truth.select("user_id", "date", "p_oracle"), on=["user_id", "date"], how="left", maintain_order="left")["p_oracle"].to_numpy()
+        known = keys.join(truth.select("user_id", "date", "p_oracle", "p_true"), on=["user_id", "date"], how="left", maintain_order="left")
+        forecasts["oracle"], p_true = known["p_oracle"].to_numpy(), known["p_true"].to_numpy()
     user, y, p_ref = data.seq.user_of_rows(valid), data.seq.onset[valid], _base_rate(data, valid)
     out: dict[str, Any] = {"tag": tag, "overrides": overrides, "drop_inputs": drop_inputs, "fit_seconds": fit_seconds,
                            "best_val_loss": round(model.summary["best_val_loss"], 5), "best_epoch": model.summary["best_epoch"]}
     for name in PHASES:
         keep = np.ones(len(valid), dtype=bool) if name == "all" else phase == name
-        reps = {m: bootstrap_replicates(Scored(user[keep], y[keep], p[keep], p_ref[keep]), n_boot, 0) for m, p in forecasts.items()}
+        truth_kept = None if p_true is None else p_true[keep]
+        reps = {
+            m: bootstrap_replicates(Scored(user[keep], y[keep], p[keep], p_ref[keep], p_true=truth_kept), n_boot, 0)
+            for m, p in forecasts.items()
+        }
         scores = {}
-        for metric in METRICS:
+        for metric in (m for m in METRICS if m in reps["temporal"]):
             diff = summarize({"d": reps["temporal"][metric] - reps["foundation"][metric]})
             scores[metric] = {m: round(float(r[metric][0]), 4) for m, r in reps.items()} | {
                 "temporal_minus_foundation": [round(diff["d"], 4), round(diff["d_lo"], 4), round(diff["d_hi"], 4)]
