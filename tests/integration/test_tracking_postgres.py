@@ -126,6 +126,9 @@ def test_a_stage_run_round_trips_through_the_store(store, fitted_foundation, tmp
     # the stage's next run: same experiment, the next registry version
     second_id, second_version = run_like_the_stage(store.uri, model, features.head(5), params, tmp_path / "second")
     assert (version, second_version) == ("1", "2")
+    # MLflow's own export of the URI to the environment must not pass for the user's override:
+    # the next stage in this process, configured for another store, logs there
+    assert tracking_uri("sqlite:////elsewhere/mlflow.db") == "sqlite:////elsewhere/mlflow.db"
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(store.uri))
     client.set_registered_model_alias(REGISTERED, "champion", version)
