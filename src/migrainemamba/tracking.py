@@ -136,7 +136,8 @@ def use_experiment(
         return experiment.experiment_id
     artifact_location = None
     if is_database_uri(uri):
-        artifact_location = ((artifact_root or default_artifact_root(uri)) / stage).resolve().as_uri()
+        root = artifact_root or default_artifact_root(uri)
+        artifact_location = (root / stage).resolve().as_uri()
     experiment_id = mlflow.create_experiment(stage, artifact_location=artifact_location)
     mlflow.set_experiment(stage)
     return experiment_id

@@ -26,19 +26,29 @@ from migrainemamba.config import repo_root
 STAGES = ("prepare", "features")
 TINY = {"n_users": 60, "n_days": 60}
 # cached outputs of the two stages (through the remote) and their `cache: false` ones (through git)
-CACHED = ("data/prepared/users.parquet", "data/prepared/daily_logs.parquet", "data/features/features.parquet")
+CACHED = (
+    "data/prepared/users.parquet",
+    "data/prepared/daily_logs.parquet",
+    "data/features/features.parquet",
+)
 IN_GIT = ("metrics/prepare.json", "metrics/features.json", "plots/prepare/attack_frequency.png")
 UP_TO_DATE = "Data and pipelines are up to date."
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    done = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, (
+        f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    )
     return done.stdout.strip()
 
 
 def git(cwd: Path, env: dict[str, str], *args: str) -> str:
-    return run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args], cwd, env)
+    return run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args], cwd, env
+    )
 
 
 def environment(project: Path) -> dict[str, str]:
@@ -81,12 +91,18 @@ def test_outputs_round_trip_through_a_dvc_remote(tmp_path):
     git(project, base_env, "commit", "--quiet", "-am", "tiny cohort, tracking off, local remote")
 
     run([dvc, "repro", *STAGES], project, base_env)
-    assert json.loads((project / "metrics" / "prepare.json").read_text())["n_users"] == TINY["n_users"]
+    assert (
+        json.loads((project / "metrics" / "prepare.json").read_text())["n_users"] == TINY["n_users"]
+    )
     git(project, base_env, "add", "dvc.lock", "metrics", "plots")
     git(project, base_env, "commit", "--quiet", "-m", "prepare, features on the tiny cohort")
-    assert git(project, base_env, "status", "--porcelain") == ""  # every output is in git or DVC's care
+    # every output is in git's or in DVC's care
+    assert git(project, base_env, "status", "--porcelain") == ""
     run([dvc, "push", *STAGES], project, base_env)
-    assert run([dvc, "status", "--cloud", *STAGES], project, base_env) == "Cache and remote 'shared' are in sync."
+    assert (
+        run([dvc, "status", "--cloud", *STAGES], project, base_env)
+        == "Cache and remote 'shared' are in sync."
+    )
 
     fresh_env = environment(fresh)
     git(tmp_path, fresh_env, "clone", "--quiet", str(project), str(fresh))

@@ -31,12 +31,22 @@ def test_the_environment_overrides_the_config_and_the_default_is_the_repo_file(m
 def test_database_stores_are_told_apart_from_servers():
     for uri in ("sqlite:////tmp/a.db", "postgresql+psycopg://u@h/db", "mysql+pymysql://u@h/db"):
         assert is_database_uri(uri)
-    for uri in ("http://127.0.0.1:5000", "https://mlflow.example.org", "databricks", "file:///tmp/mlruns"):
+    for uri in (
+        "http://127.0.0.1:5000",
+        "https://mlflow.example.org",
+        "databricks",
+        "file:///tmp/mlruns",
+    ):
         assert not is_database_uri(uri)
 
 
 def test_artifacts_sit_beside_an_sqlite_file_else_in_the_repo():
     assert default_artifact_root("sqlite:////data/team/mlflow.db") == Path("/data/team/mlartifacts")
-    assert default_artifact_root("sqlite:////data/team/mlflow.db?timeout=30") == Path("/data/team/mlartifacts")
-    assert default_artifact_root(f"sqlite:///{repo_root() / 'mlflow.db'}") == repo_root() / "mlartifacts"
+    assert default_artifact_root("sqlite:////data/team/mlflow.db?timeout=30") == Path(
+        "/data/team/mlartifacts"
+    )
+    assert (
+        default_artifact_root(f"sqlite:///{repo_root() / 'mlflow.db'}")
+        == repo_root() / "mlartifacts"
+    )
     assert default_artifact_root("postgresql+psycopg://u@h/db") == repo_root() / "mlartifacts"
