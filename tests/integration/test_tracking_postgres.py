@@ -91,7 +91,7 @@ def free_port() -> int:
 
 @pytest.fixture()
 def tracking_server(postgres_database, tmp_path) -> Iterator[tuple[str, Path]]:
-    """``mlflow server`` on the fresh database with proxied artifacts (STACK.md's light settings)."""
+    """``mlflow server`` on the fresh database with proxied artifacts, started as the README says."""
     port, artifacts = free_port(), tmp_path / "server-artifacts"
     command = [
         str(Path(sys.executable).parent / "mlflow"), "server",
