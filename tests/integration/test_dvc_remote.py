@@ -1,7 +1,7 @@
 """The pipeline's outputs round-trip through a DVC remote (a local directory remote here).
 
 A throwaway git clone of the project at HEAD gets a tiny cohort and tracking off
-(committed in that clone only) and a default remote; the real `dvc repro` runs
+(committed in that clone only; the committed HEAD, not uncommitted edits) and a default remote; the real `dvc repro` runs
 `prepare` and `features`; the outputs are pushed; a fresh clone of that repository
 pulls them and `dvc status` finds the two stages up to date, with the same bytes.
 The `cache: false` outputs (metrics, plots) travel with git, the cached ones
@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from migrainemamba.config import repo_root
 
@@ -65,13 +65,20 @@ def environment(project: Path) -> dict[str, str]:
 
 
 def shrink(project: Path) -> None:
-    """Tiny cohort, no MLflow: the root config's own keys come last (`_self_`), so they win."""
-    path = project / "configs" / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    assert config["defaults"][-1] == "_self_"
-    config["data"] = dict(TINY)
-    config["tracking"]["enabled"] = False
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    """Tiny cohort in the simulator's config file (a declared param of `prepare`), no MLflow.
+
+    Line edits keep the file as it is otherwise (its dates, its comments).
+    """
+    data = project / "configs" / "data" / "synthetic.yaml"
+    text = data.read_text()
+    for key, value in TINY.items():
+        text, count = re.subn(rf"(?m)^{key}: *\d+", f"{key}: {value}", text)
+        assert count == 1, f"{key} not found once in {data}"
+    data.write_text(text)
+    root = project / "configs" / "config.yaml"
+    text, count = re.subn(r"(?m)^(\s+enabled:) *true", r"\1 false", root.read_text())
+    assert count == 1, f"tracking.enabled not found once in {root}"
+    root.write_text(text)
 
 
 def digest(path: Path) -> str:
@@ -81,6 +88,8 @@ def digest(path: Path) -> str:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_outputs_round_trip_through_a_dvc_remote(tmp_path):
+    if not (repo_root() / ".git").exists():
+        pytest.skip("needs a git checkout of the project (the test clones it)")
     dvc = str(Path(sys.executable).parent / "dvc")
     project, fresh, remote = tmp_path / "project", tmp_path / "fresh", tmp_path / "remote"
     base_env = environment(project)

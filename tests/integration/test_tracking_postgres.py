@@ -33,7 +33,7 @@ import psycopg
 import pytest
 
 from migrainemamba.config import load_config, to_dict
-from migrainemamba.evaluation.split import make_split
+from migrainemamba.split import make_split
 from migrainemamba.features import FEATURE_COLUMNS, build_features
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.foundation import FoundationConfig, FoundationModel, pyfunc_kwargs
@@ -91,7 +91,7 @@ def free_port() -> int:
 
 @pytest.fixture()
 def tracking_server(postgres_database, tmp_path) -> Iterator[tuple[str, Path]]:
-    """``mlflow server`` on the fresh database with proxied artifacts (STACK.md's light settings)."""
+    """``mlflow server`` on the fresh database with proxied artifacts, started as the README says."""
     port, artifacts = free_port(), tmp_path / "server-artifacts"
     command = [
         str(Path(sys.executable).parent / "mlflow"), "server",
@@ -157,7 +157,7 @@ def fitted_foundation(small_cohort) -> tuple[FoundationModel, ForecastBatch]:
     """The real foundation model fitted on the small simulated cohort, and its test batch."""
     cfg = load_config()
     split = make_split(
-        build_features(small_cohort.users, small_cohort.daily_logs), to_dict(cfg.evaluate.split)
+        build_features(small_cohort.users, small_cohort.daily_logs), to_dict(cfg.split)
     )
 
     def batch(name: str) -> ForecastBatch:
