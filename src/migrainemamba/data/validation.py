@@ -62,25 +62,33 @@ import polars as pl
 from migrainemamba.data.schema import (
     DAILY_LOG_COLUMNS,
     GENDERS,
+    MEDICATION_CLASSES,
+    MEDICATION_COLUMNS,
+    MEDICATION_PURPOSES,
     SYMPTOMS,
     USER_COLUMNS,
     Column,
 )
 
-TableKind = Literal["users", "daily_logs"]
+TableKind = Literal["users", "daily_logs", "medications"]
 
 TABLE_COLUMNS: dict[str, tuple[Column, ...]] = {
     "users": USER_COLUMNS,
     "daily_logs": DAILY_LOG_COLUMNS,
+    "medications": MEDICATION_COLUMNS,
 }
+# Medications have none: two intakes of the same drug on one day are two real rows.
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "users": ("user_id",),
     "daily_logs": ("user_id", "date"),
+    "medications": (),
 }
 # Categorical string columns and their allowed values (for list columns: of each element).
 ALLOWED_VALUES: dict[str, tuple[str, ...]] = {
     "gender": GENDERS,
     "symptoms": SYMPTOMS,
+    "medication_class": MEDICATION_CLASSES,
+    "purpose": MEDICATION_PURPOSES,
 }
 BOOL_WORDS: dict[str, bool] = {
     "true": True,
@@ -119,6 +127,7 @@ class PreparedData:
     users: pl.DataFrame
     daily_logs: pl.DataFrame
     quarantine: pl.DataFrame
+    medications: pl.DataFrame | None = None  # only when a medications table was given
 
 
 # ----------------------------------------------------------------------------- columns
@@ -230,7 +239,9 @@ def _dy_column(col: Column, primary_key: bool) -> dy.Column:
     check = {"allowed": lambda e: e.is_in(allowed)} if allowed is not None else None
     target = col.dtype
     if target == pl.String():
-        return dy.String(nullable=nullable, primary_key=primary_key, check=check)
+        return dy.String(
+            nullable=nullable, primary_key=primary_key, check=check, regex=col.pattern
+        )
     if target == pl.Boolean():
         return dy.Bool(nullable=nullable, primary_key=primary_key)
     if target == pl.Date():
@@ -274,6 +285,8 @@ def _rule_message(col: Column, rule: str) -> pl.Expr:
         return pl.format("{}: {} is " + _bounds(col), pl.lit(col.name), text)
     if rule in ("nan", "inf"):
         return pl.format("{}: {} is not a finite number", pl.lit(col.name), text)
+    if rule == "regex":
+        return pl.format("{}: '{}' does not match " + (col.pattern or ""), pl.lit(col.name), text)
     if rule == "check__allowed":
         allowed = "/".join(ALLOWED_VALUES[col.name])
         return pl.format("{}: '{}' is not one of " + allowed, pl.lit(col.name), text)
@@ -325,6 +338,7 @@ def _validate(
     valid_user_ids: Iterable[str] | None,
     source: str,
     allow_extra: bool,
+    row_rules: Sequence[tuple[pl.Expr, str]] = (),
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     check_columns(df.columns, kind, source, allow_extra=allow_extra)
     columns = TABLE_COLUMNS[kind]
@@ -355,6 +369,7 @@ def _validate(
     duplicate_reason = "duplicate " + "+".join(PRIMARY_KEYS[kind])
     reasons = [pl.coalesce(pl.col(_ERR + n), pl.col(_MSG + n)) for n in names]
     reasons.append(pl.when(pl.col(_DUP).fill_null(False)).then(pl.lit(duplicate_reason)))
+    reasons += [pl.when(bad.fill_null(False)).then(pl.lit(reason)) for bad, reason in row_rules]
     checked = checked.select(
         pl.col(_ROW),
         pl.concat_list(reasons).list.drop_nulls().list.join("; ").alias("reason"),
@@ -406,6 +421,36 @@ def validate_daily_logs(
     )
 
 
+def validate_medications(
+    df: pl.DataFrame,
+    valid_user_ids: Iterable[str],
+    *,
+    source: str = "medications table",
+    allow_extra: bool = False,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split a medications table into (valid rows typed to MEDICATIONS_SCHEMA, quarantine).
+
+    Rows of unknown users are quarantined; so is relief reported for a preventive dose.
+    """
+    return _validate(
+        df,
+        "medications",
+        valid_user_ids=valid_user_ids,
+        source=source,
+        allow_extra=allow_extra,
+        row_rules=MEDICATION_ROW_RULES,
+    )
+
+
+# Rules across columns of one row: (true where the row is bad, reason).
+MEDICATION_ROW_RULES: tuple[tuple[pl.Expr, str], ...] = (
+    (
+        (pl.col("purpose") == "preventive") & pl.col("relief_2h").is_not_null(),
+        "relief_2h: given for a preventive dose (relief is rated for acute intakes only)",
+    ),
+)
+
+
 def empty_quarantine() -> pl.DataFrame:
     return pl.DataFrame(schema=QUARANTINE_SCHEMA)
 
@@ -426,19 +471,31 @@ def validate_cohort(
     )
 
 
-def load_real(users_path: str | Path, daily_logs_path: str | Path) -> PreparedData:
-    """Read and validate real diary tables (CSV or Parquet) from disk."""
+def load_real(
+    users_path: str | Path,
+    daily_logs_path: str | Path,
+    medications_path: str | Path | None = None,
+) -> PreparedData:
+    """Read and validate real diary tables (CSV or Parquet) from disk; medications are optional."""
     # Imported here: io depends on this module for DataContractError and check_columns.
     from migrainemamba.data.io import read_table
 
     users_raw = read_table(users_path, "users")
     logs_raw = read_table(daily_logs_path, "daily_logs")
     users, users_q = validate_users(users_raw, source=str(users_path))
-    logs, logs_q = validate_daily_logs(
-        logs_raw, users.get_column("user_id"), source=str(daily_logs_path)
-    )
+    user_ids = users.get_column("user_id")
+    logs, logs_q = validate_daily_logs(logs_raw, user_ids, source=str(daily_logs_path))
+    quarantines = [users_q, logs_q]
+    medications = None
+    if medications_path is not None:
+        meds_raw = read_table(medications_path, "medications")
+        medications, meds_q = validate_medications(meds_raw, user_ids, source=str(medications_path))
+        quarantines.append(meds_q)
     return PreparedData(
-        users=users, daily_logs=logs, quarantine=pl.concat([users_q, logs_q], how="vertical")
+        users=users,
+        daily_logs=logs,
+        quarantine=pl.concat(quarantines, how="vertical"),
+        medications=medications,
     )
 
 
@@ -454,5 +511,6 @@ __all__ = [
     "load_real",
     "validate_cohort",
     "validate_daily_logs",
+    "validate_medications",
     "validate_users",
 ]

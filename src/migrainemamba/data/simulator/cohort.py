@@ -15,6 +15,7 @@ from migrainemamba.data.simulator.attacks import AttackHistory, AttackInputs, ru
 from migrainemamba.data.simulator.calendar import city_pressure, simulate_cycles
 from migrainemamba.data.simulator.config import SimulatorConfig
 from migrainemamba.data.simulator.exposures import Exposures, simulate_exposures
+from migrainemamba.data.simulator.medications import simulate_medications
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class SimulatedCohort:
     daily_logs: pl.DataFrame  # contract table (logged days only)
     truth_users: pl.DataFrame  # per user: frequency, sensitivities, true log-odds per trigger
     truth_days: pl.DataFrame  # per user-day of the diary period: p_true, p_oracle, indicators
+    medications: pl.DataFrame | None = None  # contract table; None without a `medications` config
+    truth_medication_users: pl.DataFrame | None = None  # who takes what, who overuses
 
 
 @dataclass
@@ -192,11 +195,20 @@ def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCo
     history = run_attack_process(inputs, with_oracle=True, progress=progress)
 
     diary = _diary_mask(rng_diary, cfg, n_users, n_days)
+    meds = None
+    if cfg.medications:  # its own seed: the streams above stay as they were
+        epoch = (start - date(1970, 1, 1)).days
+        meds = simulate_medications(
+            cfg.medications, cfg.seed + 3, _user_ids(n_users), people.band, history.attack, diary,
+            cal_index + epoch, BURN_IN_DAYS,
+        )
     return SimulatedCohort(
         users=_users_table(cfg, people, cycles, start, inputs, history),
         daily_logs=_daily_logs_table(rng_detail, cfg, people, expo, history, diary, start),
         truth_users=_truth_users_table(cfg, people, sensitive, log_or, prone, bursty, inputs, history),
         truth_days=_truth_days_table(cfg, people, expo, history, state, diary, start),
+        medications=None if meds is None else meds.medications,
+        truth_medication_users=None if meds is None else meds.truth_users,
     )
 
 

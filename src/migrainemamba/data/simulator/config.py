@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
@@ -29,6 +29,7 @@ class SimulatorConfig:
     prodrome: dict[str, Any]
     triggers: tuple[TriggerSpec, ...]
     diary: dict[str, Any]
+    medications: dict[str, Any] = field(default_factory=dict)  # empty: no medication table
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> SimulatorConfig:
@@ -54,6 +55,7 @@ class SimulatorConfig:
             prodrome=dict(cfg["prodrome"]),
             triggers=triggers,
             diary=dict(cfg["diary"]),
+            medications=dict(cfg.get("medications") or {}),
         )
 
     def trigger(self, name: str) -> TriggerSpec:
