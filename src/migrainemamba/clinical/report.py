@@ -192,7 +192,7 @@ def month_table(data: ReportData) -> list[list[str]]:
 
 
 def overuse_lines(data: ReportData) -> list[str]:
-    level = {"none": "No medication-overuse rule met", "watch": "WATCH", "overuse": "WARNING"}[data.overuse.level]
+    level = {"none": "Overuse check", "watch": "WATCH", "overuse": "WARNING"}[data.overuse.level]
     lines = [f"{level}: {data.overuse.message}."]
     lines.append(
         f"Rules (ICHD-3 8.2, regular overuse for > 3 months with >= {HEADACHE_DAYS_MIN} headache days/month): "
