@@ -257,3 +257,15 @@ def test_hit6_rejects_unknown_answers():
     with pytest.raises(QuestionnaireError) as info:
         score_hit6(["never"] * 5 + ["often"])
     assert info.value.field == "limits_concentration"
+
+
+def test_a_run_may_change_rule_from_month_to_month():
+    # Jan-Feb triptans on 10 days; Mar-Apr triptans on 6 and simple analgesics on 5 other days
+    logs, _ = diary(4, 15)
+    _, heavy = diary(2, 15, {"triptan": list(range(10))})
+    _, mixed = diary(4, 15, {"triptan": list(range(6)), "simple_analgesic": list(range(6, 11))})
+    meds = pl.concat([heavy, mixed.filter(pl.col("date") >= date(2024, 3, 1))])
+    result = check(logs, meds)
+    assert result.level == "overuse"
+    assert {r.code: [m.month for m in r.months] for r in result.rules} == {"8.2.2": [1, 2], "8.2.6": [3, 4]}
+    assert "4 consecutive month(s), Jan 2024-Apr 2024" in result.message

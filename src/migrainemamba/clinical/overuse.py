@@ -97,31 +97,54 @@ def _month_rule_met(row: dict[str, Any], rule: Rule) -> bool:
     return True
 
 
-def _runs(rows: list[dict[str, Any]], rule: Rule) -> list[list[dict[str, Any]]]:
-    """Runs of consecutive calendar months (all assessable) in which ``rule`` is met."""
+def _month_rules(row: dict[str, Any]) -> list[Rule]:
+    return [rule for rule in RULES if _month_rule_met(row, rule)]
+
+
+def _overuse_runs(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Runs of consecutive (assessable) calendar months in which some overuse rule is met.
+
+    Any rule counts toward the run: a person whose triptan days dip below 10 in a month
+    in which triptans and analgesics together reach 10 (8.2.6) is still overusing regularly.
+    """
     runs: list[list[dict[str, Any]]] = []
-    current: list[dict[str, Any]] = []
     for row in rows:
-        consecutive = bool(current) and _month_index(row["month"]) == _month_index(current[-1]["month"]) + 1
-        if _month_rule_met(row, rule):
-            current = current + [row] if consecutive else [row]
+        if not _month_rules(row):
+            continue
+        if runs and _month_index(row["month"]) == _month_index(runs[-1][-1]["month"]) + 1 and _month_rules(
+            runs[-1][-1]
+        ):
+            runs[-1].append(row)
         else:
-            current = []
-        if current:
-            if len(current) == 1:
-                runs.append(current)
-            else:
-                runs[-1] = current
+            runs.append([row])
     return runs
 
 
-def _describe(rule: RuleMet, label: str) -> str:
-    months = f"{rule.months[0]:%b %Y}" if len(rule.months) == 1 else f"{rule.months[0]:%b %Y}-{rule.months[-1]:%b %Y}"
-    days = ", ".join(str(d) for d in rule.days_per_month)
+def _rules_in(run: list[dict[str, Any]]) -> list[RuleMet]:
+    """Each rule met in the run, with the months it held and its days then."""
+    met = []
+    for rule in RULES:
+        months = [r for r in run if _month_rule_met(r, rule)]
+        if months:
+            met.append(
+                RuleMet(rule.code, rule.name, rule.threshold, [r["month"] for r in months],
+                        [int(r[rule.column]) for r in months])
+            )
+    return met
+
+
+def _describe(run: list[dict[str, Any]], rules: list[RuleMet], label: str) -> str:
+    first, last = run[0]["month"], run[-1]["month"]
+    span = f"{first:%b %Y}" if first == last else f"{first:%b %Y}-{last:%b %Y}"
+    parts = [
+        f"ICHD-3 {r.code} {r.name} (>= {r.threshold} days/month: "
+        + ", ".join(f"{m:%b %Y} {d} days" for m, d in zip(r.months, r.days_per_month, strict=True))
+        + ")"
+        for r in rules
+    ]
     return (
-        f"{label} (ICHD-3 {rule.code}, {rule.name}): >= {rule.threshold} days/month for "
-        f"{len(rule.months)} consecutive month(s), {months} ({days} days), with >= {HEADACHE_DAYS_MIN} "
-        f"headache days/month"
+        f"{label} for {len(run)} consecutive month(s), {span}, with >= {HEADACHE_DAYS_MIN} headache "
+        f"days/month: " + "; ".join(parts)
     )
 
 
@@ -138,27 +161,16 @@ def check_overuse(
     if not rows:
         result.message = "no month with enough diary days to assess medication overuse"
         return result
-    met, current = [], []
-    latest = rows[-1]["month"]
-    for rule in RULES:
-        runs = _runs(rows, rule)
-        if not runs:
-            continue
-        longest = max(runs, key=len)
-        as_met = RuleMet(rule.code, rule.name, rule.threshold, [r["month"] for r in longest], [int(r[rule.column]) for r in longest])
-        if len(longest) >= min_months:
-            met.append(as_met)
-        elif runs[-1][-1]["month"] == latest:
-            last = runs[-1]
-            current.append(
-                RuleMet(rule.code, rule.name, rule.threshold, [r["month"] for r in last], [int(r[rule.column]) for r in last])
-            )
-    if met:
-        result.level, result.rules = "overuse", met
-        result.message = "; ".join(_describe(r, "Medication-overuse headache criteria met") for r in met)
-    elif current:
-        result.level, result.rules = "watch", current
-        result.message = "; ".join(_describe(r, "Watch: acute medication at the overuse threshold") for r in current)
+    runs = _overuse_runs(rows)
+    long_runs = [run for run in runs if len(run) >= min_months]
+    if long_runs:
+        run = max(long_runs, key=len)
+        result.level, result.rules = "overuse", _rules_in(run)
+        result.message = _describe(run, result.rules, "Medication-overuse headache criteria met")
+    elif runs and runs[-1][-1]["month"] == rows[-1]["month"]:
+        run = runs[-1]
+        result.level, result.rules = "watch", _rules_in(run)
+        result.message = _describe(run, result.rules, "Watch: acute medication at an overuse threshold")
     else:
         result.message = "no ICHD-3 medication-overuse rule met"
     return result

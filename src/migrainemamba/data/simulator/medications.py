@@ -92,7 +92,9 @@ def simulate_medications(
     multiple = pattern == "multiple"
     # the over-used class becomes the first class; "multiple" splits days 50/50 over two
     first = np.where(overuser & ~multiple, pattern, first)
-    first = np.where(multiple & (first == SIMPLE), "triptan", first)
+    # "multiple": a 10-day class of ICHD-3 8.2 (the person's own, else a triptan) plus simple analgesics
+    ten_day = np.isin(first, ["triptan", "ergot", "opioid", "combination_analgesic"])
+    first = np.where(multiple & ~ten_day, "triptan", first)
     second = np.where(multiple, SIMPLE, second)
     second_day_share = np.where(multiple, 0.5, np.where(overuser, 0.0, second_day_share))
     has_second = has_second & ~overuser | multiple
