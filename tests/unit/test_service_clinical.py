@@ -299,3 +299,20 @@ def test_every_new_route_needs_the_users_own_token(client, user):
     # nothing changed for the owner
     assert client.get(f"/medications/history/{user_id}", headers=headers).json()["count"] == 1
     assert client.get(f"/users/profile/{user_id}", headers=headers).status_code == 200
+
+
+def test_report_cli_renders_from_the_services_database(tmp_path, monkeypatch):
+    from migrainemamba.service.clinical import main
+
+    settings = make_settings(tmp_path)
+    with make_client(settings) as client:
+        user_id, headers = onboard(client)
+        diary_with_medication(client, user_id, headers, days=12)
+    monkeypatch.chdir(tmp_path)  # no .env of the repository
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key-with-enough-entropy-0123456789")
+    out = tmp_path / "report.pdf"
+    assert main(["--user-id", user_id, "--format", "pdf", "--end", TODAY.isoformat(), "--out", str(out)]) == 0
+    text = " ".join(p.extract_text() for p in PdfReader(out).pages)
+    assert user_id in text and "Headache diary report" in text
+    assert main(["--user-id", "nobody", "--out", str(tmp_path / "x.html"), "--format", "html"]) == 2
