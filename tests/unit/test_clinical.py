@@ -54,12 +54,27 @@ def diary(
         for cls, indices in (doses or {}).items():
             for i in indices:
                 meds.append(
-                    {"user_id": UID, "date": days[i], "time": None, "name": cls, "medication_class": cls,
-                     "purpose": "acute", "dose_mg": None, "relief_2h": 2}
+                    {
+                        "user_id": UID,
+                        "date": days[i],
+                        "time": None,
+                        "name": cls,
+                        "medication_class": cls,
+                        "purpose": "acute",
+                        "dose_mg": None,
+                        "relief_2h": 2,
+                    }
                 )
-    log_frame = pl.DataFrame(logs).with_columns(
-        pl.lit(None, dtype=t).alias(c) for c, t in DAILY_LOGS_SCHEMA.items() if c not in ("user_id", "date", "migraine_occurred")
-    ).select(list(DAILY_LOGS_SCHEMA)).cast(DAILY_LOGS_SCHEMA)  # type: ignore[arg-type]
+    log_frame = (
+        pl.DataFrame(logs)
+        .with_columns(
+            pl.lit(None, dtype=t).alias(c)
+            for c, t in DAILY_LOGS_SCHEMA.items()
+            if c not in ("user_id", "date", "migraine_occurred")
+        )
+        .select(list(DAILY_LOGS_SCHEMA))
+        .cast(DAILY_LOGS_SCHEMA)
+    )  # type: ignore[arg-type]
     med_frame = pl.DataFrame(meds, schema=MEDICATIONS_SCHEMA)
     return log_frame, med_frame
 
@@ -75,36 +90,87 @@ def test_monthly_summary_counts_days_attacks_treatment_and_relief():
     logs, meds = diary(1, migraine_days=0)
     # migraine on Jan 3-4 (one attack) and Jan 10 (another); triptan on Jan 3, simple on Jan 20
     logs = logs.with_columns(
-        pl.col("date").is_in([date(2024, 1, 3), date(2024, 1, 4), date(2024, 1, 10)]).alias("migraine_occurred")
+        pl.col("date")
+        .is_in([date(2024, 1, 3), date(2024, 1, 4), date(2024, 1, 10)])
+        .alias("migraine_occurred")
     )
     meds = pl.DataFrame(
         [
-            {"user_id": UID, "date": date(2024, 1, 3), "time": "08:00", "name": "sumatriptan",
-             "medication_class": "triptan", "purpose": "acute", "dose_mg": 50.0, "relief_2h": 3},
-            {"user_id": UID, "date": date(2024, 1, 3), "time": "14:00", "name": "sumatriptan",
-             "medication_class": "triptan", "purpose": "acute", "dose_mg": 50.0, "relief_2h": 1},
-            {"user_id": UID, "date": date(2024, 1, 20), "time": None, "name": "ibuprofen",
-             "medication_class": "simple_analgesic", "purpose": "acute", "dose_mg": 400.0, "relief_2h": None},
-            {"user_id": UID, "date": date(2024, 2, 2), "time": None, "name": "propranolol",
-             "medication_class": "beta_blocker", "purpose": "preventive", "dose_mg": 80.0, "relief_2h": None},
+            {
+                "user_id": UID,
+                "date": date(2024, 1, 3),
+                "time": "08:00",
+                "name": "sumatriptan",
+                "medication_class": "triptan",
+                "purpose": "acute",
+                "dose_mg": 50.0,
+                "relief_2h": 3,
+            },
+            {
+                "user_id": UID,
+                "date": date(2024, 1, 3),
+                "time": "14:00",
+                "name": "sumatriptan",
+                "medication_class": "triptan",
+                "purpose": "acute",
+                "dose_mg": 50.0,
+                "relief_2h": 1,
+            },
+            {
+                "user_id": UID,
+                "date": date(2024, 1, 20),
+                "time": None,
+                "name": "ibuprofen",
+                "medication_class": "simple_analgesic",
+                "purpose": "acute",
+                "dose_mg": 400.0,
+                "relief_2h": None,
+            },
+            {
+                "user_id": UID,
+                "date": date(2024, 2, 2),
+                "time": None,
+                "name": "propranolol",
+                "medication_class": "beta_blocker",
+                "purpose": "preventive",
+                "dose_mg": 80.0,
+                "relief_2h": None,
+            },
         ],
         schema=MEDICATIONS_SCHEMA,
     )
     jan, feb = monthly_summary(logs, meds).to_dicts()
     assert jan["month"] == date(2024, 1, 1) and jan["days_logged"] == 31 and jan["coverage"] == 1.0
     assert (jan["migraine_days"], jan["headache_days"], jan["acute_medication_days"]) == (3, 4, 2)
-    assert (jan["days_triptan"], jan["days_simple_analgesic"], jan["ichd_days"], jan["ichd_classes_used"]) == (1, 1, 2, 2)
+    assert (
+        jan["days_triptan"],
+        jan["days_simple_analgesic"],
+        jan["ichd_days"],
+        jan["ichd_classes_used"],
+    ) == (1, 1, 2, 2)
     assert (jan["attacks"], jan["attacks_treated"]) == (2, 1)
     assert jan["mean_relief_2h"] == pytest.approx(2.0)  # intakes on migraine days only: (3 + 1) / 2
     # a preventive dose is a logged day but not a headache or acute-medication day
-    assert (feb["days_logged"], feb["days_in_month"], feb["headache_days"], feb["acute_medication_days"]) == (1, 29, 0, 0)
+    assert (
+        feb["days_logged"],
+        feb["days_in_month"],
+        feb["headache_days"],
+        feb["acute_medication_days"],
+    ) == (1, 29, 0, 0)
 
 
 def test_an_attack_over_a_month_boundary_counts_in_the_month_it_starts():
     logs, meds = diary(2, migraine_days=0)
-    logs = logs.with_columns(pl.col("date").is_in([date(2024, 1, 31), date(2024, 2, 1)]).alias("migraine_occurred"))
+    logs = logs.with_columns(
+        pl.col("date").is_in([date(2024, 1, 31), date(2024, 2, 1)]).alias("migraine_occurred")
+    )
     jan, feb = monthly_summary(logs, meds).to_dicts()
-    assert (jan["attacks"], feb["attacks"], jan["migraine_days"], feb["migraine_days"]) == (1, 0, 1, 1)
+    assert (jan["attacks"], feb["attacks"], jan["migraine_days"], feb["migraine_days"]) == (
+        1,
+        0,
+        1,
+        1,
+    )
 
 
 # ----------------------------------------------------------- ICHD-3 rules
@@ -142,7 +208,9 @@ def test_several_classes_combined():
     below = check(*diary(4, 15, {"triptan": list(range(5)), "simple_analgesic": list(range(5, 9))}))
     assert below.level == "none"
     # the same 10 days with both classes: 10 medication days, combined rule met
-    same_days = check(*diary(4, 15, {"triptan": list(range(10)), "simple_analgesic": list(range(10))}))
+    same_days = check(
+        *diary(4, 15, {"triptan": list(range(10)), "simple_analgesic": list(range(10))})
+    )
     assert [r.code for r in same_days.rules] == ["8.2.2"]  # triptans alone are overused: not 8.2.6
     overlap = check(*diary(4, 15, {"opioid": list(range(6)), "simple_analgesic": list(range(6))}))
     assert overlap.level == "none"  # 6 days of both: 6 medication days
@@ -159,7 +227,11 @@ def test_headache_days_criterion():
 
 def test_more_than_three_months_and_unbroken_runs():
     three = check(*diary(3, 15, {"triptan": list(range(10))}))
-    assert three.level == "watch" and three.rules[0].code == "8.2.2" and len(three.rules[0].months) == 3
+    assert (
+        three.level == "watch"
+        and three.rules[0].code == "8.2.2"
+        and len(three.rules[0].months) == 3
+    )
     logs, meds = diary(5, 15, {"triptan": list(range(10))})
     # month 3 (March) barely logged: not assessable, so Jan-Feb and Apr-May are two short runs
     march = (pl.col("date") >= date(2024, 3, 1)) & (pl.col("date") <= date(2024, 3, 31))
@@ -189,13 +261,25 @@ def test_preventive_before_and_after():
         .alias("migraine_occurred")
     )
     meds = pl.DataFrame(
-        [{"user_id": UID, "date": start + timedelta(days=k), "time": None, "name": "topiramate",
-          "medication_class": "antiepileptic", "purpose": "preventive", "dose_mg": 50.0, "relief_2h": None}
-         for k in range(60)],
+        [
+            {
+                "user_id": UID,
+                "date": start + timedelta(days=k),
+                "time": None,
+                "name": "topiramate",
+                "medication_class": "antiepileptic",
+                "purpose": "preventive",
+                "dose_mg": 50.0,
+                "relief_2h": None,
+            }
+            for k in range(60)
+        ],
         schema=MEDICATIONS_SCHEMA,
     )
     (row,) = preventive_effect(logs, meds).to_dicts()
-    assert row["start"] == start and row["days_logged_before"] == 90 and row["days_logged_after"] == 90
+    assert (
+        row["start"] == start and row["days_logged_before"] == 90 and row["days_logged_after"] == 90
+    )
     assert row["migraine_days_per_30_before"] == pytest.approx(10.0)
     assert row["migraine_days_per_30_after"] == pytest.approx(5.0)
 
@@ -267,5 +351,8 @@ def test_a_run_may_change_rule_from_month_to_month():
     meds = pl.concat([heavy, mixed.filter(pl.col("date") >= date(2024, 3, 1))])
     result = check(logs, meds)
     assert result.level == "overuse"
-    assert {r.code: [m.month for m in r.months] for r in result.rules} == {"8.2.2": [1, 2], "8.2.6": [3, 4]}
+    assert {r.code: [m.month for m in r.months] for r in result.rules} == {
+        "8.2.2": [1, 2],
+        "8.2.6": [3, 4],
+    }
     assert "4 consecutive month(s), Jan 2024-Apr 2024" in result.message

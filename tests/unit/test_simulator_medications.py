@@ -21,7 +21,9 @@ def chronic_cohort():
     months of diary the rule needs (the default cohort has 7% chronic people and a third
     still logging at day 90)."""
     cfg = simulator_config(n_users=800, n_days=365, seed=5)
-    bands = [dict(b, share=s) for b, s in zip(cfg.frequency["bands"], (0.3, 0.1, 0.1, 0.5), strict=True)]
+    bands = [
+        dict(b, share=s) for b, s in zip(cfg.frequency["bands"], (0.3, 0.1, 0.1, 0.5), strict=True)
+    ]
     return simulate_cohort(
         replace(
             cfg,
@@ -36,8 +38,12 @@ def test_simulated_medications_follow_the_contract(small_cohort):
     valid, quarantine = validate_medications(meds, small_cohort.users["user_id"])
     assert quarantine.height == 0 and valid.height == meds.height > 0
     # only on diary days, except the first dose of a preventive
-    logged = small_cohort.daily_logs.select("user_id", "date").with_columns(pl.lit(True).alias("logged"))
-    acute = meds.filter(pl.col("purpose") == "acute").join(logged, on=["user_id", "date"], how="left")
+    logged = small_cohort.daily_logs.select("user_id", "date").with_columns(
+        pl.lit(True).alias("logged")
+    )
+    acute = meds.filter(pl.col("purpose") == "acute").join(
+        logged, on=["user_id", "date"], how="left"
+    )
     assert acute["logged"].null_count() == 0
     assert truth.height == small_cohort.users.height
     assert not truth.filter(pl.col("overuser") & (pl.col("frequency_band") < CHRONIC_BAND)).height
@@ -51,7 +57,9 @@ def test_acute_use_sits_on_attack_days_with_simple_analgesics_most_common(chroni
     regular = joined.filter(~pl.col("overuser"))
     # people who do not overuse take acute medication on attack days only
     assert regular["migraine_occurred"].fill_null(True).all()
-    shares = meds.group_by("medication_class").len().with_columns(pl.col("len") / pl.col("len").sum())
+    shares = (
+        meds.group_by("medication_class").len().with_columns(pl.col("len") / pl.col("len").sum())
+    )
     ranked = shares.sort("len", descending=True)["medication_class"].to_list()
     assert ranked[0] == "simple_analgesic" and "triptan" in ranked[:3]
     assert not chronic_cohort.medications.filter(
@@ -67,7 +75,9 @@ def test_overuse_check_flags_the_simulated_over_users_and_few_others(chronic_coh
         .with_columns(pl.col("months_assessed").fill_null(0), pl.col("level").fill_null("none"))
         .filter(pl.col("months_assessed") >= MIN_MONTHS)  # the rule needs > 3 months of diary
     )
-    rates = joined.group_by("overuser").agg(pl.len(), (pl.col("level") == "overuse").mean().alias("flagged"))
+    rates = joined.group_by("overuser").agg(
+        pl.len(), (pl.col("level") == "overuse").mean().alias("flagged")
+    )
     by = {row["overuser"]: row for row in rates.to_dicts()}
     assert by[True]["len"] >= 50 and by[False]["len"] >= 200
     # measured (seed 5, 800 people): ~0.8 of over-users flagged, ~0.002 of the others

@@ -8,14 +8,16 @@ import polars as pl
 import pytest
 
 from migrainemamba.data.prepare import PreparedCohort, prepare_cohort
-from migrainemamba.data.schema import MEDICATIONS_SCHEMA
+from migrainemamba.data.schema import MEDICATION_CLASSES, MEDICATIONS_SCHEMA
 from migrainemamba.data.validation import DataContractError, load_real
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "diary"
 
 
 def test_real_import_reads_an_optional_medications_file():
-    data = load_real(FIXTURES / "users.csv", FIXTURES / "daily_logs.csv", FIXTURES / "medications.csv")
+    data = load_real(
+        FIXTURES / "users.csv", FIXTURES / "daily_logs.csv", FIXTURES / "medications.csv"
+    )
     meds = data.medications
     assert meds is not None and meds.schema == pl.Schema(MEDICATIONS_SCHEMA)
     # two intakes of one drug on one day are two rows, not duplicates
@@ -30,10 +32,7 @@ def test_real_import_reads_an_optional_medications_file():
     )
     assert reasons == {
         5: "time: '7:5' does not match ^([01][0-9]|2[0-3]):[0-5][0-9]$",
-        6: "medication_class: 'nsaid' is not one of " + "/".join(
-            ["triptan", "ergot", "opioid", "combination_analgesic", "simple_analgesic", "gepant", "ditan",
-             "other", "beta_blocker", "antiepileptic", "antidepressant", "cgrp_antibody", "botulinum_toxin",
-             "angiotensin_blocker"]),
+        6: "medication_class: 'nsaid' is not one of " + "/".join(MEDICATION_CLASSES),
         7: "relief_2h: given for a preventive dose (relief is rated for acute intakes only)",
         8: "user_id: 'u9' is not a known user",
         9: "dose_mg: 'ten' is not a number; relief_2h: 4 is outside 0..3",
@@ -47,7 +46,9 @@ def test_without_a_medications_file_there_is_no_medications_table():
 def test_a_medications_file_with_a_wrong_column_stops_with_its_name(tmp_path):
     bad = tmp_path / "medications.csv"
     bad.write_text("user_id,date,time,drug,medication_class,purpose,dose_mg,relief_2h\n")
-    with pytest.raises(DataContractError, match="missing required column.*'name'.*unknown column.*'drug'"):
+    with pytest.raises(
+        DataContractError, match="missing required column.*'name'.*unknown column.*'drug'"
+    ):
         load_real(FIXTURES / "users.csv", FIXTURES / "daily_logs.csv", bad)
 
 

@@ -10,14 +10,20 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
 
 # calendar cell states, in colour order
 NOT_LOGGED, LOGGED, MEDICATED, MIGRAINE, MIGRAINE_MEDICATED, OUTSIDE = range(6)
 CALENDAR_COLOURS = ["#f2f2f2", "#cfe8cf", "#f6d58e", "#e8846b", "#a4262c", "#ffffff"]
-CALENDAR_LABELS = ["not logged", "logged, no migraine", "acute medication", "migraine", "migraine + acute medication"]
+CALENDAR_LABELS = [
+    "not logged",
+    "logged, no migraine",
+    "acute medication",
+    "migraine",
+    "migraine + acute medication",
+]
 
 
 def _png(fig: Any) -> bytes:
@@ -66,7 +72,15 @@ def attack_calendar(
     ax.grid(which="minor", color="white", linewidth=1)
     ax.tick_params(which="minor", length=0)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in CALENDAR_COLOURS[:5]]
-    ax.legend(handles, CALENDAR_LABELS, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=7, frameon=False)
+    ax.legend(
+        handles,
+        CALENDAR_LABELS,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12),
+        ncol=3,
+        fontsize=7,
+        frameon=False,
+    )
     ax.set_title("Attack calendar (day of month)", fontsize=10)
     return _png(fig)
 
@@ -77,13 +91,29 @@ def monthly_days(months: Sequence[dict[str, Any]]) -> bytes:
     x = np.arange(len(months))
     fig, ax = plt.subplots(figsize=(8.0, 3.0))
     width = 0.27
-    ax.bar(x - width, [m["migraine_days"] for m in months], width, label="migraine days", color="#a4262c")
+    ax.bar(
+        x - width,
+        [m["migraine_days"] for m in months],
+        width,
+        label="migraine days",
+        color="#a4262c",
+    )
     ax.bar(x, [m["headache_days"] for m in months], width, label="headache days", color="#e8846b")
-    ax.bar(x + width, [m["acute_medication_days"] for m in months], width, label="acute medication days", color="#f0b429")
+    ax.bar(
+        x + width,
+        [m["acute_medication_days"] for m in months],
+        width,
+        label="acute medication days",
+        color="#f0b429",
+    )
     ax.axhline(10, color="#555", linestyle="--", linewidth=0.8)
     ax.axhline(15, color="#555", linestyle=":", linewidth=0.8)
-    ax.text(len(months) - 0.5, 10.2, "10 d: triptan/opioid/ergot/combination", fontsize=6, ha="right")
-    ax.text(len(months) - 0.5, 15.2, "15 d: simple analgesics; headache days", fontsize=6, ha="right")
+    ax.text(
+        len(months) - 0.5, 10.2, "10 d: triptan/opioid/ergot/combination", fontsize=6, ha="right"
+    )
+    ax.text(
+        len(months) - 0.5, 15.2, "15 d: simple analgesics; headache days", fontsize=6, ha="right"
+    )
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("days per month", fontsize=8)
     ax.set_ylim(0, 31)
@@ -103,8 +133,15 @@ def questionnaire_history(points: Sequence[dict[str, Any]]) -> bytes:
         for b in bands:
             ax.axhline(b + 0.5, color="#bbb", linewidth=0.7, linestyle="--")
         if series:
-            ax.plot([p["date"] for p in series], [p["score"] for p in series], marker="o", color="#1f4e79")
-            ax.set_ylim(36 if instrument == "HIT-6" else 0, max(top, max(p["score"] for p in series) + 5))
+            ax.plot(
+                [p["date"] for p in series],
+                [p["score"] for p in series],
+                marker="o",
+                color="#1f4e79",
+            )
+            ax.set_ylim(
+                36 if instrument == "HIT-6" else 0, max(top, max(p["score"] for p in series) + 5)
+            )
         else:
             ax.text(0.5, 0.5, "none submitted", transform=ax.transAxes, ha="center", fontsize=8)
         ax.set_title(instrument, fontsize=9)

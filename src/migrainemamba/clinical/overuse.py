@@ -75,7 +75,9 @@ class RuleMet:
 class OveruseResult:
     user_id: str
     level: Level
-    rules: list[RuleMet] = field(default_factory=list)  # overuse: the rules met; watch: the current ones
+    rules: list[RuleMet] = field(
+        default_factory=list
+    )  # overuse: the rules met; watch: the current ones
     months_assessed: int = 0
     message: str = ""
 
@@ -111,8 +113,10 @@ def _overuse_runs(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     for row in rows:
         if not _month_rules(row):
             continue
-        if runs and _month_index(row["month"]) == _month_index(runs[-1][-1]["month"]) + 1 and _month_rules(
-            runs[-1][-1]
+        if (
+            runs
+            and _month_index(row["month"]) == _month_index(runs[-1][-1]["month"]) + 1
+            and _month_rules(runs[-1][-1])
         ):
             runs[-1].append(row)
         else:
@@ -127,8 +131,13 @@ def _rules_in(run: list[dict[str, Any]]) -> list[RuleMet]:
         months = [r for r in run if _month_rule_met(r, rule)]
         if months:
             met.append(
-                RuleMet(rule.code, rule.name, rule.threshold, [r["month"] for r in months],
-                        [int(r[rule.column]) for r in months])
+                RuleMet(
+                    rule.code,
+                    rule.name,
+                    rule.threshold,
+                    [r["month"] for r in months],
+                    [int(r[rule.column]) for r in months],
+                )
             )
     return met
 
@@ -149,7 +158,10 @@ def _describe(run: list[dict[str, Any]], rules: list[RuleMet], label: str) -> st
 
 
 def check_overuse(
-    summary: pl.DataFrame, user_id: str, min_months: int = MIN_MONTHS, min_coverage: float = MIN_COVERAGE
+    summary: pl.DataFrame,
+    user_id: str,
+    min_months: int = MIN_MONTHS,
+    min_coverage: float = MIN_COVERAGE,
 ) -> OveruseResult:
     """The ICHD-3 check for one user over their monthly summary (``summary.monthly_summary``)."""
     rows = (
@@ -170,13 +182,17 @@ def check_overuse(
     elif runs and runs[-1][-1]["month"] == rows[-1]["month"]:
         run = runs[-1]
         result.level, result.rules = "watch", _rules_in(run)
-        result.message = _describe(run, result.rules, "Watch: acute medication at an overuse threshold")
+        result.message = _describe(
+            run, result.rules, "Watch: acute medication at an overuse threshold"
+        )
     else:
         result.message = "no ICHD-3 medication-overuse rule met"
     return result
 
 
-def check_cohort(summary: pl.DataFrame, min_months: int = MIN_MONTHS, min_coverage: float = MIN_COVERAGE) -> pl.DataFrame:
+def check_cohort(
+    summary: pl.DataFrame, min_months: int = MIN_MONTHS, min_coverage: float = MIN_COVERAGE
+) -> pl.DataFrame:
     """``check_overuse`` for every user of a summary: (user_id, level, rules, months_assessed)."""
     results = [
         check_overuse(part, uid, min_months, min_coverage)
@@ -189,5 +205,10 @@ def check_cohort(summary: pl.DataFrame, min_months: int = MIN_MONTHS, min_covera
             "rules": [",".join(m.code for m in r.rules) for r in results],
             "months_assessed": [r.months_assessed for r in results],
         },
-        schema={"user_id": pl.String, "level": pl.String, "rules": pl.String, "months_assessed": pl.Int64},
+        schema={
+            "user_id": pl.String,
+            "level": pl.String,
+            "rules": pl.String,
+            "months_assessed": pl.Int64,
+        },
     )

@@ -92,7 +92,9 @@ def score_midas(days: Sequence[int]) -> Score:
 def score_hit6(answers: Sequence[str]) -> Score:
     """The HIT-6 total and impact class of the six answers (never .. always)."""
     if len(answers) != len(HIT6_ITEMS):
-        raise QuestionnaireError("answers", f"HIT-6 has {len(HIT6_ITEMS)} items, got {len(answers)}")
+        raise QuestionnaireError(
+            "answers", f"HIT-6 has {len(HIT6_ITEMS)} items, got {len(answers)}"
+        )
     points = []
     for name, answer in zip(HIT6_ITEMS, answers, strict=True):
         if answer not in HIT6_POINTS:

@@ -130,7 +130,10 @@ def build_report(
     migraine = set(logs.filter(pl.col("migraine_occurred").fill_null(False))["date"].to_list())
     medicated = set(meds.filter(pl.col("purpose") == "acute")["date"].to_list())
     preventives = [
-        p for p in preventive_effect(daily_logs.filter(pl.col("date") <= end), medications.filter(pl.col("date") <= end)).to_dicts()
+        p
+        for p in preventive_effect(
+            daily_logs.filter(pl.col("date") <= end), medications.filter(pl.col("date") <= end)
+        ).to_dicts()
     ]
     return ReportData(
         user_id=user_id,
@@ -167,11 +170,25 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 
 def month_table(data: ReportData) -> list[list[str]]:
-    header = ["Month", "Logged", "Migraine d", "Headache d", "Acute med d", "Triptan d", "Simple d", "Other classes d", "Attacks", "Treated", "Relief"]
+    header = [
+        "Month",
+        "Logged",
+        "Migraine d",
+        "Headache d",
+        "Acute med d",
+        "Triptan d",
+        "Simple d",
+        "Other classes d",
+        "Attacks",
+        "Treated",
+        "Relief",
+    ]
     rows = [header]
     for m in data.months:
         other = m["acute_medication_days"] and sum(
-            m[f"days_{c}"] for c in ACUTE_MEDICATION_CLASSES if c not in ("triptan", "simple_analgesic")
+            m[f"days_{c}"]
+            for c in ACUTE_MEDICATION_CLASSES
+            if c not in ("triptan", "simple_analgesic")
         )
         rows.append(
             [
@@ -296,12 +313,13 @@ def render_html(data: ReportData) -> str:
 
 def render_pdf(data: ReportData) -> bytes:
     """The same report as a PDF (A4), via ReportLab's platypus layout."""
+    from xml.sax.saxutils import escape
+
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.lib.units import cm
     from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-    from xml.sax.saxutils import escape
 
     styles = getSampleStyleSheet()
     body, small = styles["BodyText"], styles["BodyText"].clone("small", fontSize=7.5, leading=9)
@@ -311,7 +329,9 @@ def render_pdf(data: ReportData) -> bytes:
         return Paragraph(escape(text), style)
 
     def table(rows: list[list[str]], widths: list[float] | None = None) -> Table:
-        t = Table([[Paragraph(escape(c), small) for c in r] for r in rows], colWidths=widths, repeatRows=1)
+        t = Table(
+            [[Paragraph(escape(c), small) for c in r] for r in rows], colWidths=widths, repeatRows=1
+        )
         t.setStyle(
             TableStyle(
                 [
@@ -333,67 +353,141 @@ def render_pdf(data: ReportData) -> bytes:
     a = data.adherence
     story: list[Any] = [
         Paragraph("Headache diary report", styles["Title"]),
-        para(f"User {data.user_id} - period {data.start} to {data.end} - generated {data.generated_on}"
-             + ("" if not data.profile else " - " + ", ".join(f"{k} {v}" for k, v in data.profile.items()))),
+        para(
+            f"User {data.user_id} - period {data.start} to {data.end} - generated {data.generated_on}"
+            + (
+                ""
+                if not data.profile
+                else " - " + ", ".join(f"{k} {v}" for k, v in data.profile.items())
+            )
+        ),
         Paragraph("Diary adherence", styles["Heading2"]),
-        para(f"{a['days_logged']} of {a['days_in_period']} days logged ({100 * a['share_logged']:.0f}%), outcome reported on "
-             f"{a['outcome_reported_days']} days, longest gap {a['longest_gap_days']} days."),
+        para(
+            f"{a['days_logged']} of {a['days_in_period']} days logged ({100 * a['share_logged']:.0f}%), outcome reported on "
+            f"{a['outcome_reported_days']} days, longest gap {a['longest_gap_days']} days."
+        ),
         Paragraph("Attack calendar", styles["Heading2"]),
         image(figs["calendar"]),
         Paragraph("Monthly migraine and acute-medication days", styles["Heading2"]),
         table(month_table(data)),
-        para("Headache days: migraine days plus days with an acute medication (the diary has no separate headache "
-             "field). Counts are of logged days.", small),
+        para(
+            "Headache days: migraine days plus days with an acute medication (the diary has no separate headache "
+            "field). Counts are of logged days.",
+            small,
+        ),
         image(figs["monthly"]),
         Paragraph("Medication-overuse check (ICHD-3)", styles["Heading2"]),
         *[para(line) for line in overuse_lines(data)],
         Paragraph("Acute medication", styles["Heading2"]),
     ]
     if data.acute_by_class:
-        rows = [["Class", "Drugs", "Intakes", "Days", "On migraine days", "Mean relief 2 h", "Pain free 2 h"]]
-        rows += [[c["class"], c["names"], str(c["intakes"]), str(c["days"]), str(c["on_migraine_days"]),
-                  _fmt(c["mean_relief_2h"], 2), _fmt(c["pain_free_share"], 2)] for c in data.acute_by_class]
+        rows = [
+            [
+                "Class",
+                "Drugs",
+                "Intakes",
+                "Days",
+                "On migraine days",
+                "Mean relief 2 h",
+                "Pain free 2 h",
+            ]
+        ]
+        rows += [
+            [
+                c["class"],
+                c["names"],
+                str(c["intakes"]),
+                str(c["days"]),
+                str(c["on_migraine_days"]),
+                _fmt(c["mean_relief_2h"], 2),
+                _fmt(c["pain_free_share"], 2),
+            ]
+            for c in data.acute_by_class
+        ]
         story += [table(rows), para(f"Relief 2 h after intake: {_relief_legend()}.", small)]
     else:
         story.append(para("No acute medication logged."))
     story.append(Paragraph("Preventive treatment", styles["Heading2"]))
     if data.preventives:
-        rows = [["Drug", "Class", "Start", "Migraine d/30 before", "Logged before", "Migraine d/30 after", "Logged after"]]
-        rows += [[p["name"], p["medication_class"], str(p["start"]), _fmt(p["migraine_days_per_30_before"]),
-                  str(p["days_logged_before"]), _fmt(p["migraine_days_per_30_after"]), str(p["days_logged_after"])]
-                 for p in data.preventives]
-        story += [table(rows), para("Migraine days per 30 logged days, 90 days before the first dose and 90 days from it on.", small)]
+        rows = [
+            [
+                "Drug",
+                "Class",
+                "Start",
+                "Migraine d/30 before",
+                "Logged before",
+                "Migraine d/30 after",
+                "Logged after",
+            ]
+        ]
+        rows += [
+            [
+                p["name"],
+                p["medication_class"],
+                str(p["start"]),
+                _fmt(p["migraine_days_per_30_before"]),
+                str(p["days_logged_before"]),
+                _fmt(p["migraine_days_per_30_after"]),
+                str(p["days_logged_after"]),
+            ]
+            for p in data.preventives
+        ]
+        story += [
+            table(rows),
+            para(
+                "Migraine days per 30 logged days, 90 days before the first dose and 90 days from it on.",
+                small,
+            ),
+        ]
     else:
         story.append(para("No preventive medication logged."))
     story.append(Paragraph("MIDAS and HIT-6", styles["Heading2"]))
     if data.questionnaires:
         rows = [["Date", "Instrument", "Score", "Grade"]]
-        rows += [[str(q["date"]), q["instrument"], str(q["score"]), q["grade"]] for q in data.questionnaires]
+        rows += [
+            [str(q["date"]), q["instrument"], str(q["score"]), q["grade"]]
+            for q in data.questionnaires
+        ]
         story.append(table(rows))
     else:
         story.append(para("No questionnaire submitted in this period."))
-    story += [image(figs["questionnaires"]), Paragraph("Triggers and protectors", styles["Heading2"]),
-              para(f"Source: {data.trigger_source}", small)]
+    story += [
+        image(figs["questionnaires"]),
+        Paragraph("Triggers and protectors", styles["Heading2"]),
+        para(f"Source: {data.trigger_source}", small),
+    ]
     if data.triggers:
-        rows = [["Factor", "Role", "Evidence"]] + [[t.name, t.role, t.evidence] for t in data.triggers]
+        rows = [["Factor", "Role", "Evidence"]] + [
+            [t.name, t.role, t.evidence] for t in data.triggers
+        ]
         story.append(table(rows, [4 * cm, 2.5 * cm, width - 6.5 * cm]))
     else:
         story.append(para("Not enough diary yet to name triggers."))
     story.append(Paragraph("Forecast accuracy", styles["Heading2"]))
     acc = data.accuracy
     if acc and acc.get("n_scored"):
-        story.append(para(
-            f"{acc['n_scored']} scored forecasts of {acc['n_predictions']}: accuracy {_fmt(acc['accuracy'], 2)}, Brier score "
-            f"{_fmt(acc['brier_score'], 3)}, mean forecast {_fmt(acc['mean_probability'], 3)} vs observed onset rate "
-            f"{_fmt(acc['observed_onset_rate'], 3)}."))
+        story.append(
+            para(
+                f"{acc['n_scored']} scored forecasts of {acc['n_predictions']}: accuracy {_fmt(acc['accuracy'], 2)}, Brier score "
+                f"{_fmt(acc['brier_score'], 3)}, mean forecast {_fmt(acc['mean_probability'], 3)} vs observed onset rate "
+                f"{_fmt(acc['observed_onset_rate'], 3)}."
+            )
+        )
     else:
         story.append(para("No scored forecast in this period."))
     story.append(Spacer(1, 0.5 * cm))
 
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(
-        buffer, pagesize=A4, leftMargin=1.5 * cm, rightMargin=1.5 * cm, topMargin=1.5 * cm, bottomMargin=1.5 * cm,
-        title=f"Headache diary report {data.user_id}", author="MigraineMamba", invariant=1,
+        buffer,
+        pagesize=A4,
+        leftMargin=1.5 * cm,
+        rightMargin=1.5 * cm,
+        topMargin=1.5 * cm,
+        bottomMargin=1.5 * cm,
+        title=f"Headache diary report {data.user_id}",
+        author="MigraineMamba",
+        invariant=1,
     )
     doc.build(story)
     return buffer.getvalue()

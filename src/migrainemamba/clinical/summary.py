@@ -40,7 +40,9 @@ ICHD_CLASSES: tuple[str, ...] = (
     "combination_analgesic",
 )
 # ICHD-3 8.2.8 "other medication": acute drugs outside the classes above
-OTHER_ACUTE_CLASSES: tuple[str, ...] = tuple(c for c in ACUTE_MEDICATION_CLASSES if c not in ICHD_CLASSES)
+OTHER_ACUTE_CLASSES: tuple[str, ...] = tuple(
+    c for c in ACUTE_MEDICATION_CLASSES if c not in ICHD_CLASSES
+)
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "user_id",
@@ -105,7 +107,8 @@ def monthly_summary(
 
     acute = meds.filter(pl.col("purpose") == "acute")
     class_days = (
-        acute.select("user_id", "date", "medication_class").unique()
+        acute.select("user_id", "date", "medication_class")
+        .unique()
         .with_columns(pl.lit(1).alias("taken"))
         .pivot(on="medication_class", index=["user_id", "date"], values="taken")
     )
@@ -113,12 +116,15 @@ def monthly_summary(
         if c not in class_days.columns:
             class_days = class_days.with_columns(pl.lit(None, pl.Int32).alias(c))
     class_days = class_days.select(
-        "user_id", "date", *(pl.col(c).fill_null(0).cast(pl.Int64).alias(f"took_{c}") for c in ACUTE_MEDICATION_CLASSES)
+        "user_id",
+        "date",
+        *(
+            pl.col(c).fill_null(0).cast(pl.Int64).alias(f"took_{c}")
+            for c in ACUTE_MEDICATION_CLASSES
+        ),
     )
     days = (
-        pl.concat(
-            [logs.select("user_id", "date"), meds.select("user_id", "date")], how="vertical"
-        )
+        pl.concat([logs.select("user_id", "date"), meds.select("user_id", "date")], how="vertical")
         .unique()
         .join(logs.unique(["user_id", "date"]), on=["user_id", "date"], how="left")
         .join(class_days, on=["user_id", "date"], how="left")
@@ -142,14 +148,16 @@ def monthly_summary(
         pl.col("_acute").sum().alias("acute_medication_days"),
         *(pl.col(f"took_{c}").sum().alias(f"days_{c}") for c in ACUTE_MEDICATION_CLASSES),
         pl.col("_ichd").sum().alias("ichd_days"),
-        pl.sum_horizontal((pl.col(f"took_{c}").sum() > 0).cast(pl.Int64) for c in ICHD_CLASSES).alias(
-            "ichd_classes_used"
-        ),
+        pl.sum_horizontal(
+            (pl.col(f"took_{c}").sum() > 0).cast(pl.Int64) for c in ICHD_CLASSES
+        ).alias("ichd_classes_used"),
         pl.col("_other").sum().alias("other_acute_days"),
     )
 
     runs = attack_runs(logs)
-    treated_days = acute.select("user_id", "date").unique().with_columns(pl.lit(True).alias("_treated"))
+    treated_days = (
+        acute.select("user_id", "date").unique().with_columns(pl.lit(True).alias("_treated"))
+    )
     attacks = (
         runs.join(treated_days, on=["user_id", "date"], how="left")
         .group_by("user_id", "attack_start")
@@ -208,14 +216,22 @@ def preventive_effect(
     if starts.is_empty():
         return pl.DataFrame(
             schema={
-                "user_id": pl.String, "name": pl.String, "medication_class": pl.String,
-                "start": pl.Date, "days_logged_before": pl.Int64, "migraine_days_before": pl.Int64,
-                "migraine_days_per_30_before": pl.Float64, "days_logged_after": pl.Int64,
-                "migraine_days_after": pl.Int64, "migraine_days_per_30_after": pl.Float64,
+                "user_id": pl.String,
+                "name": pl.String,
+                "medication_class": pl.String,
+                "start": pl.Date,
+                "days_logged_before": pl.Int64,
+                "migraine_days_before": pl.Int64,
+                "migraine_days_per_30_before": pl.Float64,
+                "days_logged_after": pl.Int64,
+                "migraine_days_after": pl.Int64,
+                "migraine_days_per_30_after": pl.Float64,
             }
         )
     window = timedelta(days=window_days)
-    joined = starts.join(daily_logs.select("user_id", "date", "migraine_occurred"), on="user_id", how="left")
+    joined = starts.join(
+        daily_logs.select("user_id", "date", "migraine_occurred"), on="user_id", how="left"
+    )
     before = (pl.col("date") >= pl.col("start") - window) & (pl.col("date") < pl.col("start"))
     after = (pl.col("date") >= pl.col("start")) & (pl.col("date") < pl.col("start") + window)
     migraine = pl.col("migraine_occurred").fill_null(False)
@@ -225,12 +241,25 @@ def preventive_effect(
         after.fill_null(False).sum().cast(pl.Int64).alias("days_logged_after"),
         (after & migraine).fill_null(False).sum().cast(pl.Int64).alias("migraine_days_after"),
     )
-    per_30 = lambda k, n: pl.when(pl.col(n) > 0).then(30.0 * pl.col(k) / pl.col(n))  # noqa: E731
-    return out.with_columns(
-        per_30("migraine_days_before", "days_logged_before").alias("migraine_days_per_30_before"),
-        per_30("migraine_days_after", "days_logged_after").alias("migraine_days_per_30_after"),
-    ).select(
-        "user_id", "name", "medication_class", "start", "days_logged_before", "migraine_days_before",
-        "migraine_days_per_30_before", "days_logged_after", "migraine_days_after",
-        "migraine_days_per_30_after",
-    ).sort("user_id", "start")
+    per_30 = lambda k, n: pl.when(pl.col(n) > 0).then(30.0 * pl.col(k) / pl.col(n))
+    return (
+        out.with_columns(
+            per_30("migraine_days_before", "days_logged_before").alias(
+                "migraine_days_per_30_before"
+            ),
+            per_30("migraine_days_after", "days_logged_after").alias("migraine_days_per_30_after"),
+        )
+        .select(
+            "user_id",
+            "name",
+            "medication_class",
+            "start",
+            "days_logged_before",
+            "migraine_days_before",
+            "migraine_days_per_30_before",
+            "days_logged_after",
+            "migraine_days_after",
+            "migraine_days_per_30_after",
+        )
+        .sort("user_id", "start")
+    )

@@ -25,7 +25,13 @@ from sqlalchemy.orm import Session
 
 from migrainemamba.clinical.overuse import check_overuse
 from migrainemamba.clinical.questionnaires import score_stored
-from migrainemamba.clinical.report import ReportData, TriggerItem, build_report, render_html, render_pdf
+from migrainemamba.clinical.report import (
+    ReportData,
+    TriggerItem,
+    build_report,
+    render_html,
+    render_pdf,
+)
 from migrainemamba.clinical.summary import monthly_summary, preventive_effect
 from migrainemamba.data.schema import ACUTE_MEDICATION_CLASSES
 from migrainemamba.service import clinical_crud, crud
@@ -44,15 +50,29 @@ def default_period(start: date | None, end: date | None, today: date) -> tuple[d
     return start or end - timedelta(days=DEFAULT_REPORT_DAYS - 1), end
 
 
-def summary_for(session: Session, user: User, start: date | None, end: date | None) -> dict[str, Any]:
+def summary_for(
+    session: Session, user: User, start: date | None, end: date | None
+) -> dict[str, Any]:
     logs = logs_frame(crud.all_logs(session, user.user_id))
     meds = clinical_crud.medications_frame(clinical_crud.list_medications(session, user.user_id))
     summary = monthly_summary(logs, meds, start, end)
     overuse = check_overuse(summary, user.user_id)
     months = [
         {
-            **{k: m[k] for k in ("month", "days_in_month", "days_logged", "migraine_days", "headache_days",
-                                 "acute_medication_days", "attacks", "attacks_treated", "mean_relief_2h")},
+            **{
+                k: m[k]
+                for k in (
+                    "month",
+                    "days_in_month",
+                    "days_logged",
+                    "migraine_days",
+                    "headache_days",
+                    "acute_medication_days",
+                    "attacks",
+                    "attacks_treated",
+                    "mean_relief_2h",
+                )
+            },
             "coverage": round(m["coverage"], 3),
             "medication_days_by_class": {c: m[f"days_{c}"] for c in ACUTE_MEDICATION_CLASSES},
         }
@@ -125,11 +145,18 @@ def report_for(
     logs = logs_frame(crud.all_logs(session, user.user_id))
     meds = clinical_crud.medications_frame(clinical_crud.list_medications(session, user.user_id))
     questionnaires = [
-        {"date": q.date, "instrument": q.instrument, "score": q.score, "grade": q.grade,
-         "meaning": score_stored(q.instrument, q.answers).meaning}
+        {
+            "date": q.date,
+            "instrument": q.instrument,
+            "score": q.score,
+            "grade": q.grade,
+            "meaning": score_stored(q.instrument, q.answers).meaning,
+        }
         for q in clinical_crud.list_questionnaires(session, user.user_id)
     ]
-    insight = service_insights.triggers(forecaster, users, logs.filter(logs["date"] <= end), end, settings.insights_window_days)
+    insight = service_insights.triggers(
+        forecaster, users, logs.filter(logs["date"] <= end), end, settings.insights_window_days
+    )
     explains = (
         f"explanations of the serving model {insight['model_name']} {insight['model_version']} over the "
         f"{insight['window_days']} days to {end}"
@@ -141,10 +168,23 @@ def report_for(
         f"clinical trigger over the diary up to {end} (factors with at least "
         f"{service_insights.MIN_DAYS_PRESENT} days present)"
     )
-    profile = {"age": user.age, "gender": user.gender, "attacks/month at onboarding": user.attacks_per_month}  # type: ignore[attr-defined]
+    profile = {
+        "age": user.age,
+        "gender": user.gender,
+        "attacks/month at onboarding": user.attacks_per_month,
+    }  # type: ignore[attr-defined]
     return build_report(
-        user.user_id, profile, logs, meds, questionnaires, start, end, today,
-        _trigger_items(insight), source, _accuracy(session, user.user_id, start, end),
+        user.user_id,
+        profile,
+        logs,
+        meds,
+        questionnaires,
+        start,
+        end,
+        today,
+        _trigger_items(insight),
+        source,
+        _accuracy(session, user.user_id, start, end),
     )
 
 
@@ -153,7 +193,9 @@ def render(data: ReportData, fmt: str) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Render a clinician report from the service's database.")
+    parser = argparse.ArgumentParser(
+        description="Render a clinician report from the service's database."
+    )
     parser.add_argument("--user-id", required=True)
     parser.add_argument("--format", choices=("html", "pdf"), default="pdf")
     parser.add_argument("--start", type=date.fromisoformat, default=None)
@@ -176,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
             if user is None:
                 log.error("user %r not found in %s", args.user_id, engine.url.render_as_string())
                 return 2
-            data = report_for(session, user, Forecaster.from_settings(settings), settings, start, end, today)
+            data = report_for(
+                session, user, Forecaster.from_settings(settings), settings, start, end, today
+            )
     finally:
         engine.dispose()
     args.out.parent.mkdir(parents=True, exist_ok=True)

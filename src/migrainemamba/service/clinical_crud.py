@@ -85,7 +85,13 @@ def medications_frame(rows: Sequence[Any]) -> pl.DataFrame:
 
 
 def upsert_questionnaire(
-    session: Session, user_id: str, day: date, instrument: str, answers: list[int], score: int, grade: str
+    session: Session,
+    user_id: str,
+    day: date,
+    instrument: str,
+    answers: list[int],
+    score: int,
+    grade: str,
 ) -> tuple[Questionnaire, bool]:
     """One questionnaire per instrument and date: a second one the same day replaces it."""
     query = select(Questionnaire).where(
@@ -154,7 +160,9 @@ def count_user_rows(session: Session, user_id: str) -> dict[str, int]:
     """Rows of the user per table."""
     return {
         table.name: int(
-            session.scalar(select(func.count()).select_from(table).where(table.c.user_id == user_id))
+            session.scalar(
+                select(func.count()).select_from(table).where(table.c.user_id == user_id)
+            )
             or 0
         )
         for table in owned_tables()

@@ -113,4 +113,10 @@ def owned_tables() -> list[Table]:
     return [*tables, Base.metadata.tables["users"]]
 
 
-__all__: list[Any] = ["Medication", "Questionnaire", "medications_table", "owned_tables", "questionnaires_table"]
+__all__: list[Any] = [
+    "Medication",
+    "Questionnaire",
+    "medications_table",
+    "owned_tables",
+    "questionnaires_table",
+]

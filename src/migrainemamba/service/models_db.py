@@ -256,4 +256,4 @@ def compute_bmi(height_cm: float, weight_kg: float) -> float:
 
 
 # The clinical diary's tables register on Base.metadata (imported last: they use the helpers above).
-from migrainemamba.service import models_clinical  # noqa: E402,F401
+from migrainemamba.service import models_clinical  # noqa: F401

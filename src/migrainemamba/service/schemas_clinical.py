@@ -114,7 +114,9 @@ class MedicationHistory(BaseModel):
 
 # ---------------------------------------------------------------- questionnaires
 
-_MidasDays = Annotated[int, Field(ge=0, le=MIDAS_RECALL_DAYS, description="days in the last 3 months")]
+_MidasDays = Annotated[
+    int, Field(ge=0, le=MIDAS_RECALL_DAYS, description="days in the last 3 months")
+]
 
 
 def _midas_pair(first: str) -> Any:
@@ -125,7 +127,12 @@ def _midas_pair(first: str) -> Any:
                 "midas_days_overlap",
                 "{field} + {other} = {total} days exceeds the {recall}-day recall "
                 "(days counted in {other} are not counted again)",
-                {"field": info.field_name, "other": first, "total": other + value, "recall": MIDAS_RECALL_DAYS},
+                {
+                    "field": info.field_name,
+                    "other": first,
+                    "total": other + value,
+                    "recall": MIDAS_RECALL_DAYS,
+                },
             )
         return value
 

@@ -161,7 +161,9 @@ def simulate_medications(
         {
             "user_id": pl.Series(np.array(user_ids, dtype=object)[u_idx].tolist(), dtype=pl.String),
             "date": pl.Series(dates[u_idx, t_idx].astype("int32")).cast(pl.Date),
-            "time": pl.Series(_times(rng, len(u_idx), cfg["time_unreported_share"]).tolist(), dtype=pl.String),
+            "time": pl.Series(
+                _times(rng, len(u_idx), cfg["time_unreported_share"]).tolist(), dtype=pl.String
+            ),
             "name": pl.Series(names.tolist(), dtype=pl.String),
             "medication_class": pl.Series(classes.tolist(), dtype=pl.String),
             "purpose": pl.Series(["acute"] * len(u_idx), dtype=pl.String),
@@ -170,7 +172,9 @@ def simulate_medications(
         }
     )
 
-    preventive, start_day, preventive_name = _preventives(rng, cfg, band, logged, dates, diary_start, user_ids)
+    preventive, start_day, preventive_name = _preventives(
+        rng, cfg, band, logged, dates, diary_start, user_ids
+    )
     table = (
         pl.concat([acute, preventive], how="vertical_relaxed")
         .select([pl.col(c).cast(t) for c, t in MEDICATIONS_SCHEMA.items()])
@@ -183,15 +187,20 @@ def simulate_medications(
             "frequency_band": band,
             "acute_user": acute_user,
             "first_class": pl.Series(np.where(acute_user, first, None).tolist(), dtype=pl.String),
-            "second_class": pl.Series(np.where(acute_user & has_second, second, None).tolist(), dtype=pl.String),
+            "second_class": pl.Series(
+                np.where(acute_user & has_second, second, None).tolist(), dtype=pl.String
+            ),
             "overuser": overuser,
             "overuse_pattern": pl.Series(pattern.tolist(), dtype=pl.String),
             "target_medication_days_per_month": pl.Series(target).fill_nan(None),
             "preventive_name": pl.Series(preventive_name.tolist(), dtype=pl.String),
             "preventive_start": [
-                None if s < 0 else date.fromordinal(epoch + int(dates[i, s])) for i, s in enumerate(start_day)
+                None if s < 0 else date.fromordinal(epoch + int(dates[i, s]))
+                for i, s in enumerate(start_day)
             ],
-            "preventive_effect_log_or": np.zeros(n_users),  # preventives do not act in this simulator
+            "preventive_effect_log_or": np.zeros(
+                n_users
+            ),  # preventives do not act in this simulator
         }
     )
     return SimulatedMedications(medications=table, truth_users=truth)
@@ -210,7 +219,9 @@ def _preventives(
     n_users, n_days = logged.shape
     options = cfg["preventives"]
     starts = diary_start + rng.integers(
-        int(cfg["preventive_start_day"]["low"]), int(cfg["preventive_start_day"]["high"]) + 1, n_users
+        int(cfg["preventive_start_day"]["low"]),
+        int(cfg["preventive_start_day"]["high"]) + 1,
+        n_users,
     )
     last_logged = n_days - 1 - np.argmax(logged[:, ::-1], axis=1)
     takes = (band >= PREVENTIVE_MIN_BAND) & (rng.random(n_users) < cfg["preventive_start_share"])
@@ -228,7 +239,9 @@ def _preventives(
         {
             "user_id": pl.Series(np.array(user_ids, dtype=object)[u_idx].tolist(), dtype=pl.String),
             "date": pl.Series(dates[u_idx, t_idx].astype("int32")).cast(pl.Date),
-            "time": pl.Series(_times(rng, len(u_idx), cfg["time_unreported_share"]).tolist(), dtype=pl.String),
+            "time": pl.Series(
+                _times(rng, len(u_idx), cfg["time_unreported_share"]).tolist(), dtype=pl.String
+            ),
             "name": pl.Series([options[k][0] for k in drug[u_idx]], dtype=pl.String),
             "medication_class": pl.Series([options[k][1] for k in drug[u_idx]], dtype=pl.String),
             "purpose": pl.Series(["preventive"] * len(u_idx), dtype=pl.String),

@@ -46,7 +46,9 @@ def _zip(export: dict[str, Any]) -> bytes:
     response_class=Response,
     responses={200: {"content": {"application/json": {}, "application/zip": {}}}},
 )
-def export(user: OwnedUser, session: SessionDep, format: Literal["json", "zip"] = "json") -> Response:
+def export(
+    user: OwnedUser, session: SessionDep, format: Literal["json", "zip"] = "json"
+) -> Response:
     """Everything stored about the user: profile, diary, medications, questionnaires, forecasts.
 
     ``format=json``: one document (``tables``: rows per table, ``counts``); ``format=zip``: one

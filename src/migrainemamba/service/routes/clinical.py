@@ -10,7 +10,14 @@ from fastapi.exceptions import RequestValidationError
 
 from migrainemamba.service import clinical
 from migrainemamba.service.db import SessionDep
-from migrainemamba.service.deps import MAX_DAYS_BACK, ForecasterDep, OwnedUser, SettingsDep, TodayDep, reject_future
+from migrainemamba.service.deps import (
+    MAX_DAYS_BACK,
+    ForecasterDep,
+    OwnedUser,
+    SettingsDep,
+    TodayDep,
+    reject_future,
+)
 from migrainemamba.service.schemas_clinical import ClinicalSummaryOut
 
 router = APIRouter(tags=["clinical"])
@@ -21,8 +28,14 @@ def _check_period(start: date | None, end: date | None, today: date) -> None:
     reject_future(end, today, ("query", "end"))
     if start is not None and end is not None and start > end:
         raise RequestValidationError(
-            [{"type": "period_reversed", "loc": ("query", "start"),
-              "msg": f"start {start} is after end {end}", "input": start.isoformat()}]
+            [
+                {
+                    "type": "period_reversed",
+                    "loc": ("query", "start"),
+                    "msg": f"start {start} is after end {end}",
+                    "input": start.isoformat(),
+                }
+            ]
         )
 
 
@@ -67,11 +80,19 @@ def report(
     first, last = clinical.default_period(start, end, today)
     if (last - first).days > MAX_DAYS_BACK:
         raise RequestValidationError(
-            [{"type": "period_too_long", "loc": ("query", "start"),
-              "msg": f"the period may span at most {MAX_DAYS_BACK} days", "input": first.isoformat()}]
+            [
+                {
+                    "type": "period_too_long",
+                    "loc": ("query", "start"),
+                    "msg": f"the period may span at most {MAX_DAYS_BACK} days",
+                    "input": first.isoformat(),
+                }
+            ]
         )
     data = clinical.report_for(session, user, forecaster, settings, first, last, today)
     body = clinical.render(data, format)
     media = "application/pdf" if format == "pdf" else "text/html; charset=utf-8"
     filename = f"migraine-report-{user.user_id}-{first}-{last}.{format}"
-    return Response(body, media_type=media, headers={"Content-Disposition": f'inline; filename="{filename}"'})
+    return Response(
+        body, media_type=media, headers={"Content-Disposition": f'inline; filename="{filename}"'}
+    )

@@ -32,9 +32,7 @@ def log_medication(
     """Log one acute intake (with the relief 2 h later, 0-3, if known) or one preventive dose."""
     user = authorize(session, subject, body.user_id)
     reject_future(body.date, today, ("body", "date"))
-    row = clinical_crud.add_medication(
-        session, user.user_id, body.model_dump(exclude={"user_id"})
-    )
+    row = clinical_crud.add_medication(session, user.user_id, body.model_dump(exclude={"user_id"}))
     session.commit()
     return MedicationOut.model_validate(row)
 
@@ -103,6 +101,8 @@ def edit(
 )
 def remove(medication_id: int, user: OwnedUser, session: SessionDep) -> Response:
     """Remove a medication logged by mistake."""
-    clinical_crud.delete_medication(session, _owned_medication(session, user.user_id, medication_id))
+    clinical_crud.delete_medication(
+        session, _owned_medication(session, user.user_id, medication_id)
+    )
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

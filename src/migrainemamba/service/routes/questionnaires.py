@@ -37,7 +37,9 @@ def questionnaire_out(row: Questionnaire) -> QuestionnaireOut:
     answers: dict[str, int | str] = dict(
         zip(
             ITEMS[row.instrument],
-            row.answers if row.instrument == "MIDAS" else [HIT6_ANSWER_OF_POINTS[p] for p in row.answers],
+            row.answers
+            if row.instrument == "MIDAS"
+            else [HIT6_ANSWER_OF_POINTS[p] for p in row.answers],
             strict=True,
         )
     )
@@ -55,7 +57,9 @@ def questionnaire_out(row: Questionnaire) -> QuestionnaireOut:
     )
 
 
-def _store(session: SessionDep, user_id: str, day: date, score: Score, response: Response) -> QuestionnaireSubmitResponse:
+def _store(
+    session: SessionDep, user_id: str, day: date, score: Score, response: Response
+) -> QuestionnaireSubmitResponse:
     row, created = clinical_crud.upsert_questionnaire(
         session, user_id, day, score.instrument, list(score.answers), score.score, score.grade
     )
@@ -123,4 +127,3 @@ def history(
     return QuestionnaireHistory(
         user_id=user.user_id, count=len(rows), questionnaires=[questionnaire_out(r) for r in rows]
     )
-
