@@ -1,4 +1,4 @@
-"""Clinical diary analyses for people and their clinicians (DESIGN.md §6).
+"""Clinical diary analyses for people and their clinicians (docs/architecture.md, serving).
 
 Pure functions over contract tables (``migrainemamba.data.schema``): the monthly
 summary (migraine, headache and acute-medication days), the ICHD-3
