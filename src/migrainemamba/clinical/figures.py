@@ -1,4 +1,9 @@
-"""Figures of the clinician report, as PNG bytes (matplotlib, Agg backend: no display needed)."""
+"""Figures of the clinician report, as PNG bytes.
+
+matplotlib's object API (``Figure``, rendered by Agg) rather than pyplot: no
+global figure state and no backend switch, so requests served on several threads
+can draw at once.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,10 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 # calendar cell states, in colour order
 NOT_LOGGED, LOGGED, MEDICATED, MIGRAINE, MIGRAINE_MEDICATED, OUTSIDE = range(6)
@@ -26,10 +29,9 @@ CALENDAR_LABELS = [
 ]
 
 
-def _png(fig: Any) -> bytes:
+def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=130, bbox_inches="tight")
-    plt.close(fig)
     return buffer.getvalue()
 
 
@@ -63,7 +65,8 @@ def attack_calendar(
             if day in migraine:
                 state = MIGRAINE_MEDICATED if day in medicated else MIGRAINE
             grid[i, d] = state
-    fig, ax = plt.subplots(figsize=(8.0, 0.35 * len(months) + 1.0))
+    fig = Figure(figsize=(8.0, 0.35 * len(months) + 1.0))
+    ax = fig.subplots()
     ax.imshow(grid, cmap=ListedColormap(CALENDAR_COLOURS), vmin=0, vmax=5, aspect="auto")
     ax.set_yticks(range(len(months)), [f"{m:%b %Y}" for m in months], fontsize=8)
     ax.set_xticks(range(0, 31, 5), [str(d + 1) for d in range(0, 31, 5)], fontsize=8)
@@ -71,7 +74,7 @@ def attack_calendar(
     ax.set_yticks(np.arange(-0.5, len(months), 1), minor=True)
     ax.grid(which="minor", color="white", linewidth=1)
     ax.tick_params(which="minor", length=0)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in CALENDAR_COLOURS[:5]]
+    handles = [Rectangle((0, 0), 1, 1, color=c) for c in CALENDAR_COLOURS[:5]]
     ax.legend(
         handles,
         CALENDAR_LABELS,
@@ -89,7 +92,8 @@ def monthly_days(months: Sequence[dict[str, Any]]) -> bytes:
     """Migraine, headache and acute-medication days per month, with the ICHD-3 day thresholds."""
     labels = [f"{m['month']:%b %y}" for m in months]
     x = np.arange(len(months))
-    fig, ax = plt.subplots(figsize=(8.0, 3.0))
+    fig = Figure(figsize=(8.0, 3.0))
+    ax = fig.subplots()
     width = 0.27
     ax.bar(
         x - width,
@@ -122,9 +126,10 @@ def monthly_days(months: Sequence[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
-def questionnaire_history(points: Sequence[dict[str, Any]]) -> bytes:
-    """MIDAS and HIT-6 scores over time, with the grade bands."""
-    fig, axes = plt.subplots(1, 2, figsize=(8.0, 2.6))
+def questionnaire_history(points: Sequence[dict[str, Any]], start: date, end: date) -> bytes:
+    """MIDAS and HIT-6 scores over the period, with the grade bands (dashed)."""
+    fig = Figure(figsize=(8.0, 2.6))
+    axes = fig.subplots(1, 2)
     for ax, instrument, bands, top in (
         (axes[0], "MIDAS", (5, 10, 20), 60),
         (axes[1], "HIT-6", (49, 55, 59), 78),
@@ -144,6 +149,7 @@ def questionnaire_history(points: Sequence[dict[str, Any]]) -> bytes:
             )
         else:
             ax.text(0.5, 0.5, "none submitted", transform=ax.transAxes, ha="center", fontsize=8)
+        ax.set_xlim(start, end)
         ax.set_title(instrument, fontsize=9)
         ax.tick_params(labelsize=7)
         fig.autofmt_xdate()

@@ -291,7 +291,7 @@ def _figures(data: ReportData) -> dict[str, bytes]:
     return {
         "calendar": figures.attack_calendar(data.start, data.end, **data.calendar),
         "monthly": figures.monthly_days(data.months),
-        "questionnaires": figures.questionnaire_history(data.questionnaires),
+        "questionnaires": figures.questionnaire_history(data.questionnaires, data.start, data.end),
     }
 
 
