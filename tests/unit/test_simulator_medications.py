@@ -7,8 +7,7 @@ from dataclasses import replace
 import polars as pl
 import pytest
 
-from migrainemamba.clinical.overuse import MIN_MONTHS, check_cohort
-from migrainemamba.clinical.summary import monthly_summary
+from migrainemamba.clinical.agreement import overuse_agreement
 from migrainemamba.data.simulator import simulate_cohort
 from migrainemamba.data.simulator.medications import CHRONIC_BAND
 from migrainemamba.data.validation import validate_medications
@@ -68,18 +67,14 @@ def test_acute_use_sits_on_attack_days_with_simple_analgesics_most_common(chroni
 
 
 def test_overuse_check_flags_the_simulated_over_users_and_few_others(chronic_cohort):
-    summary = monthly_summary(chronic_cohort.daily_logs, chronic_cohort.medications)
-    flags = check_cohort(summary)
-    joined = (
-        chronic_cohort.truth_medication_users.join(flags, on="user_id", how="left")
-        .with_columns(pl.col("months_assessed").fill_null(0), pl.col("level").fill_null("none"))
-        .filter(pl.col("months_assessed") >= MIN_MONTHS)  # the rule needs > 3 months of diary
+    result = overuse_agreement(
+        chronic_cohort.daily_logs, chronic_cohort.medications, chronic_cohort.truth_medication_users
     )
-    rates = joined.group_by("overuser").agg(
-        pl.len(), (pl.col("level") == "overuse").mean().alias("flagged")
-    )
-    by = {row["overuser"]: row for row in rates.to_dicts()}
-    assert by[True]["len"] >= 50 and by[False]["len"] >= 200
-    # measured (seed 5, 800 people): ~0.8 of over-users flagged, ~0.002 of the others
-    assert by[True]["flagged"] >= 0.65
-    assert by[False]["flagged"] <= 0.02
+    over, others = result["assessable"]["overusers"], result["assessable"]["others"]
+    assert over["n"] >= 50 and others["n"] >= 200
+    # measured (seed 5, 800 people, half chronic): 0.80 of over-users flagged, 0.002 of the others
+    assert over["overuse_rate"] >= 0.65
+    assert others["overuse_rate"] <= 0.02
+    # without > 3 months of diary nobody is flagged "overuse" (at most "watch")
+    short = result["all"]["overusers"]["flagged_overuse"] - over["flagged_overuse"]
+    assert short == 0
