@@ -60,7 +60,7 @@ def _errors(response) -> dict[str, str]:
     return {e["loc"][-1]: e["type"] for e in response.json()["detail"]}
 
 
-def diary_with_medication(client, user_id, headers, days=70):
+def diary_with_medication(client, user_id, headers, days=45):
     """A diary ending today: a migraine every 4th day after a heavy-drinking evening,
     a triptan on each migraine day. Returns (migraine days, triptan days) per month."""
     per_month: dict[str, list[int]] = {}
