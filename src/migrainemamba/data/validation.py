@@ -1,4 +1,4 @@
-"""Validation of diary tables against the data contract (DESIGN.md §2).
+"""Validation of diary tables against the data contract (docs/architecture.md §2).
 
 Everything here is generated from ``migrainemamba.data.schema``; no column is
 restated. A table goes through three steps:
@@ -53,7 +53,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import dataframely as dy
@@ -152,7 +151,7 @@ def check_columns(
     if problems:
         raise DataContractError(
             f"{source}: {' and '.join(problems)}. A {kind} table must have exactly the "
-            f"columns {', '.join(expected)} (DESIGN.md §2); rename or remove columns to match."
+            f"columns {', '.join(expected)} (docs/architecture.md §2); rename or remove columns to match."
         )
 
 
@@ -471,34 +470,6 @@ def validate_cohort(
     )
 
 
-def load_real(
-    users_path: str | Path,
-    daily_logs_path: str | Path,
-    medications_path: str | Path | None = None,
-) -> PreparedData:
-    """Read and validate real diary tables (CSV or Parquet) from disk; medications are optional."""
-    # Imported here: io depends on this module for DataContractError and check_columns.
-    from migrainemamba.data.io import read_table
-
-    users_raw = read_table(users_path, "users")
-    logs_raw = read_table(daily_logs_path, "daily_logs")
-    users, users_q = validate_users(users_raw, source=str(users_path))
-    user_ids = users.get_column("user_id")
-    logs, logs_q = validate_daily_logs(logs_raw, user_ids, source=str(daily_logs_path))
-    quarantines = [users_q, logs_q]
-    medications = None
-    if medications_path is not None:
-        meds_raw = read_table(medications_path, "medications")
-        medications, meds_q = validate_medications(meds_raw, user_ids, source=str(medications_path))
-        quarantines.append(meds_q)
-    return PreparedData(
-        users=users,
-        daily_logs=logs,
-        quarantine=pl.concat(quarantines, how="vertical"),
-        medications=medications,
-    )
-
-
 __all__ = [
     "ALLOWED_VALUES",
     "BOOL_WORDS",
@@ -508,7 +479,6 @@ __all__ = [
     "PreparedData",
     "check_columns",
     "empty_quarantine",
-    "load_real",
     "validate_cohort",
     "validate_daily_logs",
     "validate_medications",
