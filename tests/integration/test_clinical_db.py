@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 
 from migrainemamba.service.db import make_engine
-from migrainemamba.service.models_db import Base
+from migrainemamba.service.models import Base
 from tests.integration.test_service_db import database_url  # noqa: F401 - the per-backend fixture
 from tests.unit.test_service_clinical import HIT6, MIDAS, med
 from tests.unit.test_service_support import (

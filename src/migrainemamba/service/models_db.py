@@ -253,7 +253,3 @@ class Prediction(Base):
 def compute_bmi(height_cm: float, weight_kg: float) -> float:
     """Body-mass index, the same formula as the ``bmi`` feature."""
     return round(weight_kg / (height_cm / 100.0) ** 2, 2)
-
-
-# The clinical diary's tables register on Base.metadata (imported last: they use the helpers above).
-from migrainemamba.service import models_clinical  # noqa: F401
