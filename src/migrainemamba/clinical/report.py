@@ -170,26 +170,13 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 
 def month_table(data: ReportData) -> list[list[str]]:
-    header = [
-        "Month",
-        "Logged",
-        "Migraine d",
-        "Headache d",
-        "Acute med d",
-        "Triptan d",
-        "Simple d",
-        "Other classes d",
-        "Attacks",
-        "Treated",
-        "Relief",
-    ]
+    """One row per month; a days column for each acute class used in the period."""
+    used = [c for c in ACUTE_MEDICATION_CLASSES if any(m[f"days_{c}"] for m in data.months)]
+    header = ["Month", "Logged", "Migraine d", "Headache d", "Acute med d"]
+    header += [f"{CLASS_LABELS[c].capitalize()} d" for c in used]
+    header += ["Attacks", "Treated", "Relief"]
     rows = [header]
     for m in data.months:
-        other = m["acute_medication_days"] and sum(
-            m[f"days_{c}"]
-            for c in ACUTE_MEDICATION_CLASSES
-            if c not in ("triptan", "simple_analgesic")
-        )
         rows.append(
             [
                 f"{m['month']:%b %Y}",
@@ -197,9 +184,7 @@ def month_table(data: ReportData) -> list[list[str]]:
                 str(m["migraine_days"]),
                 str(m["headache_days"]),
                 str(m["acute_medication_days"]),
-                str(m["days_triptan"]),
-                str(m["days_simple_analgesic"]),
-                str(other),
+                *(str(m[f"days_{c}"]) for c in used),
                 str(m["attacks"]),
                 str(m["attacks_treated"]),
                 _fmt(m["mean_relief_2h"]),

@@ -63,6 +63,18 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 )
 
 
+_COUNT_COLUMNS = {
+    "migraine_days",
+    "headache_days",
+    "acute_medication_days",
+    "ichd_days",
+    "ichd_classes_used",
+    "other_acute_days",
+    "attacks",
+    "attacks_treated",
+}
+
+
 def month_start(column: str) -> pl.Expr:
     return pl.col(column).dt.truncate("1mo")
 
@@ -187,18 +199,6 @@ def monthly_summary(
     ).sort("user_id", "month")
 
 
-_COUNT_COLUMNS = {
-    "migraine_days",
-    "headache_days",
-    "acute_medication_days",
-    "ichd_days",
-    "ichd_classes_used",
-    "other_acute_days",
-    "attacks",
-    "attacks_treated",
-}
-
-
 def preventive_effect(
     daily_logs: pl.DataFrame, medications: pl.DataFrame, window_days: int = 90
 ) -> pl.DataFrame:
@@ -241,7 +241,10 @@ def preventive_effect(
         after.fill_null(False).sum().cast(pl.Int64).alias("days_logged_after"),
         (after & migraine).fill_null(False).sum().cast(pl.Int64).alias("migraine_days_after"),
     )
-    per_30 = lambda k, n: pl.when(pl.col(n) > 0).then(30.0 * pl.col(k) / pl.col(n))
+
+    def per_30(days: str, logged: str) -> pl.Expr:
+        return pl.when(pl.col(logged) > 0).then(30.0 * pl.col(days) / pl.col(logged))
+
     return (
         out.with_columns(
             per_30("migraine_days_before", "days_logged_before").alias(
