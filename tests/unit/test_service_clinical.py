@@ -490,3 +490,44 @@ def test_report_cli_renders_from_the_services_database(tmp_path, monkeypatch):
     text = " ".join(p.extract_text() for p in PdfReader(out).pages)
     assert user_id in text and "Headache diary report" in text
     assert main(["--user-id", "nobody", "--out", str(tmp_path / "x.html"), "--format", "html"]) == 2
+
+
+def test_bad_input_on_every_new_route_is_a_422_naming_the_field(client, user):
+    user_id, headers = user
+    medication_id = client.post(
+        "/medications/log", json=med(user_id, TODAY), headers=headers
+    ).json()["id"]
+    day = TODAY.isoformat()
+    cases = [
+        ("post", "/medications/log", med(user_id, TODAY, dose_mg="fifty"), "dose_mg"),
+        ("get", f"/medications/history/{user_id}?limit=0", None, "limit"),
+        ("get", f"/medications/history/{user_id}?purpose=rescue", None, "purpose"),
+        ("put", f"/medications/{user_id}/{medication_id}", {"time": "8am"}, "time"),
+        ("put", f"/medications/{user_id}/{medication_id}", {"name": None}, "name"),
+        ("put", f"/medications/{user_id}/one", {"relief_2h": 1}, "medication_id"),
+        ("delete", f"/medications/{user_id}/one", None, "medication_id"),
+        (
+            "post",
+            "/questionnaires/midas",
+            {"user_id": user_id, "date": "2024-13-01", **MIDAS},
+            "date",
+        ),
+        (
+            "post",
+            "/questionnaires/hit6",
+            {"user_id": user_id, "date": day, **{k: "never" for k in HIT6}, "extra": 1},
+            "extra",
+        ),
+        ("get", f"/questionnaires/history/{user_id}?instrument=PHQ-9", None, "instrument"),
+        ("get", f"/clinical/summary/{user_id}?end=yesterday", None, "end"),
+        ("get", f"/reports/{user_id}?start=2020-01-01", None, "start"),
+        ("get", f"/users/export/{user_id}?format=xml", None, "format"),
+    ]
+    for method, path, body, field in cases:
+        kwargs = {"json": body} if body is not None else {}
+        response = client.request(method, path, headers=headers, **kwargs)
+        assert response.status_code == 422, (path, response.status_code, response.text)
+        assert field in {e["loc"][-1] for e in response.json()["detail"]}, (path, response.json())
+    # nothing was changed by the rejected requests
+    (stored,) = client.get(f"/medications/history/{user_id}", headers=headers).json()["medications"]
+    assert (stored["time"], stored["name"]) == ("08:30", "sumatriptan")
