@@ -45,7 +45,7 @@ CLASS_LABELS = {
 @dataclass
 class TriggerItem:
     name: str
-    role: str  # "trigger" or "protective"
+    role: str  # e.g. "trigger (model)", "more attacks with it (diary)", "fewer attacks with it (diary)"
     evidence: str
 
 
@@ -173,7 +173,7 @@ def month_table(data: ReportData) -> list[list[str]]:
     """One row per month; a days column for each acute class used in the period."""
     used = [c for c in ACUTE_MEDICATION_CLASSES if any(m[f"days_{c}"] for m in data.months)]
     header = ["Month", "Logged", "Migraine d", "Headache d", "Acute med d"]
-    header += [f"{CLASS_LABELS[c].capitalize()} d" for c in used]
+    header += [f"{CLASS_LABELS[c][0].upper()}{CLASS_LABELS[c][1:]} d" for c in used]
     header += ["Attacks", "Treated", "Relief"]
     rows = [header]
     for m in data.months:

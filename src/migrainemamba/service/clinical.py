@@ -94,7 +94,7 @@ def _trigger_items(insight: dict[str, Any]) -> list[TriggerItem]:
     items = [
         TriggerItem(
             name=t["name"],
-            role="trigger",
+            role="raises risk (model)",
             evidence=f"model: raises the forecast's odds x{t['odds_multiplier']:.2f} on average; among the day's "
             f"top 3 factors on {t['days_in_top']} days",
         )
@@ -104,7 +104,8 @@ def _trigger_items(insight: dict[str, Any]) -> list[TriggerItem]:
         rr = t["relative_risk"]
         if rr is None or t["days_present"] < service_insights.MIN_DAYS_PRESENT or rr == 1:
             continue
-        role = "trigger" if rr > 1 else "protective"
+        # a diary association with a smoothed ratio, not an established effect: said so
+        role = "more attacks with it (diary)" if rr > 1 else "fewer attacks with it (diary)"
         items.append(
             TriggerItem(
                 name=f"{t['name']} ({t['trigger'].replace('_', ' ')})",
