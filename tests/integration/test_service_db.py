@@ -27,7 +27,8 @@ from migrainemamba.service.db import (
     migrate,
 )
 from migrainemamba.service.forecasting import Forecast, Forecaster
-from migrainemamba.service.models_db import Base, DailyLog, Prediction, User
+from migrainemamba.service.models import Base
+from migrainemamba.service.models_db import DailyLog, Prediction, User
 from migrainemamba.service.settings import normalize_database_url
 from tests.unit.test_service_support import (
     TODAY,

@@ -6,6 +6,10 @@ Routes (relative to the mount point, ``/api/v1`` in the BentoML service):
 - ``/logs``: ``POST /submit``, ``GET /history/{user_id}``, ``PUT /outcome/{user_id}/{date}``
 - ``/predictions``: ``GET /{user_id}`` (today), ``GET /history/{user_id}``, ``GET /accuracy/{user_id}``
 - ``/insights``: ``GET /triggers/{user_id}``, ``/weekly-stats/{user_id}``, ``/recommendations/{user_id}``
+- the clinical diary: ``/medications`` (``POST /log``, ``GET /history/{user_id}``,
+  ``PUT|DELETE /{user_id}/{medication_id}``), ``/questionnaires`` (``POST /midas``, ``POST /hit6``,
+  ``GET /history/{user_id}``), ``GET /clinical/summary/{user_id}``, ``GET /reports/{user_id}``,
+  ``GET /users/export/{user_id}``, ``DELETE /users/{user_id}``
 - ``GET /health`` (the process is up), ``GET /ready`` (database migrated and reachable,
   models loaded; 503 otherwise), ``GET /docs`` (Swagger UI from local files, works
   offline), ``GET /openapi.json``.
@@ -27,7 +31,16 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from migrainemamba.service.forecasting import Forecaster
-from migrainemamba.service.routes import insights, logs, predictions, users
+from migrainemamba.service.routes import (
+    account,
+    clinical,
+    insights,
+    logs,
+    medications,
+    predictions,
+    questionnaires,
+    users,
+)
 from migrainemamba.service.runtime import Runtime
 from migrainemamba.service.schemas import ReadinessOut
 from migrainemamba.service.settings import Settings
@@ -99,7 +112,7 @@ def create_app(
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    for module in (users, logs, predictions, insights):
+    for module in (users, account, logs, medications, questionnaires, predictions, insights, clinical):
         app.include_router(module.router)
 
     @app.exception_handler(OperationalError)

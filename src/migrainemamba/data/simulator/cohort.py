@@ -15,6 +15,7 @@ from migrainemamba.data.simulator.attacks import AttackHistory, AttackInputs, ru
 from migrainemamba.data.simulator.calendar import city_pressure, simulate_cycles
 from migrainemamba.data.simulator.config import SimulatorConfig
 from migrainemamba.data.simulator.exposures import Exposures, simulate_exposures
+from migrainemamba.data.simulator.medications import simulate_medications
 from migrainemamba.data.simulator.scenarios import (
     ReverseCausation,
     add_scenario_indicators,
@@ -46,6 +47,8 @@ class SimulatedCohort:
     daily_logs: pl.DataFrame  # contract table (logged days only)
     truth_users: pl.DataFrame  # per user: frequency, sensitivities, true log-odds per trigger
     truth_days: pl.DataFrame  # per user-day of the diary period: p_true, p_oracle, indicators
+    medications: pl.DataFrame | None = None  # contract table; None without a `medications` config
+    truth_medication_users: pl.DataFrame | None = None  # who takes what, who overuses
 
 
 @dataclass
@@ -219,6 +222,13 @@ def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCo
     if scenario.reporting is not None:
         reporting = apply_reporting(rng_scenario["reporting"], scenario.reporting, diary, history.attack, BURN_IN_DAYS)
         diary, recorded_attack = reporting.logged, reporting.recorded_attack
+    meds = None
+    if cfg.medications:  # its own seed: the streams above stay as they were
+        epoch = (start - date(1970, 1, 1)).days
+        meds = simulate_medications(
+            cfg.medications, cfg.seed + 3, _user_ids(n_users), people.band, history.attack, diary,
+            cal_index + epoch, BURN_IN_DAYS,
+        )
     truth_users = _truth_users_table(cfg, people, sensitive, log_or, prone, bursty, inputs, history)
     truth_days = _truth_days_table(cfg, people, expo, history, state, diary, start)
     return SimulatedCohort(
@@ -233,6 +243,8 @@ def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCo
             *([pl.Series("recorded_attack", recorded_attack[:, BURN_IN_DAYS:].ravel())]
               if recorded_attack is not None else []),
         ),
+        medications=None if meds is None else meds.medications,
+        truth_medication_users=None if meds is None else meds.truth_users,
     )
 
 

@@ -121,6 +121,7 @@ class SimulatorConfig:
     triggers: tuple[TriggerSpec, ...]
     diary: dict[str, Any]
     scenario: ScenarioSpec = field(default_factory=ScenarioSpec)
+    medications: dict[str, Any] = field(default_factory=dict)  # empty: no medication table
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> SimulatorConfig:
@@ -151,6 +152,7 @@ class SimulatorConfig:
             triggers=triggers,
             diary=dict(cfg["diary"]),
             scenario=ScenarioSpec.from_dict(cfg.get("scenario")),
+            medications=dict(cfg.get("medications") or {}),
         )
 
     def trigger(self, name: str) -> TriggerSpec:

@@ -1,0 +1,108 @@
+"""Medications: log an intake or dose, list them, correct or remove one."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+
+from migrainemamba.service import clinical_crud
+from migrainemamba.service.db import SessionDep
+from migrainemamba.service.deps import OwnedUser, TodayDep, TokenSubject, authorize, reject_future
+from migrainemamba.service.models_clinical import Medication
+from migrainemamba.service.schemas_clinical import (
+    MedicationHistory,
+    MedicationLog,
+    MedicationOut,
+    MedicationUpdate,
+)
+
+router = APIRouter(prefix="/medications", tags=["medications"])
+
+
+@router.post("/log", response_model=MedicationOut, status_code=status.HTTP_201_CREATED)
+def log_medication(
+    body: MedicationLog,  # type: ignore[valid-type]
+    subject: TokenSubject,
+    session: SessionDep,
+    today: TodayDep,
+) -> MedicationOut:  # type: ignore[valid-type]
+    """Log one acute intake (with the relief 2 h later, 0-3, if known) or one preventive dose."""
+    user = authorize(session, subject, body.user_id)
+    reject_future(body.date, today, ("body", "date"))
+    row = clinical_crud.add_medication(session, user.user_id, body.model_dump(exclude={"user_id"}))
+    session.commit()
+    return MedicationOut.model_validate(row)
+
+
+@router.get("/history/{user_id}", response_model=MedicationHistory)
+def history(
+    user: OwnedUser,
+    session: SessionDep,
+    start: date | None = None,
+    end: date | None = None,
+    purpose: Literal["acute", "preventive"] | None = None,
+    limit: int = Query(200, ge=1, le=5000),
+) -> MedicationHistory:
+    """Medications, newest first (``start``/``end`` inclusive)."""
+    rows = clinical_crud.list_medications(session, user.user_id, start, end, purpose, limit)
+    return MedicationHistory(
+        user_id=user.user_id,
+        count=len(rows),
+        medications=[MedicationOut.model_validate(r) for r in rows],
+    )
+
+
+def _owned_medication(session: SessionDep, user_id: str, medication_id: int) -> Medication:
+    row = clinical_crud.get_medication(session, user_id, medication_id)
+    if row is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"medication {medication_id} of user {user_id!r} not found"
+        )
+    return row
+
+
+@router.put("/{user_id}/{medication_id}", response_model=MedicationOut)
+def edit(
+    medication_id: int,
+    body: MedicationUpdate,  # type: ignore[valid-type]
+    user: OwnedUser,
+    session: SessionDep,
+    today: TodayDep,
+) -> MedicationOut:  # type: ignore[valid-type]
+    """Correct a logged medication: the fields sent change, the others stay."""
+    row = _owned_medication(session, user.user_id, medication_id)
+    changes = body.model_dump(exclude_unset=True)
+    reject_future(changes.get("date"), today, ("body", "date"))
+    purpose = changes.get("purpose", row.purpose)
+    relief = changes.get("relief_2h", row.relief_2h)
+    if purpose == "preventive" and relief is not None:
+        field = "relief_2h" if "relief_2h" in changes else "purpose"
+        raise RequestValidationError(
+            [
+                {
+                    "type": "relief_for_preventive",
+                    "loc": ("body", field),
+                    "msg": "relief_2h is rated for acute intakes only: a preventive dose has none "
+                    "(send relief_2h: null with it)",
+                    "input": changes.get(field),
+                }
+            ]
+        )
+    clinical_crud.update_medication(session, row, changes)
+    session.commit()
+    return MedicationOut.model_validate(row)
+
+
+@router.delete(
+    "/{user_id}/{medication_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
+)
+def remove(medication_id: int, user: OwnedUser, session: SessionDep) -> Response:
+    """Remove a medication logged by mistake."""
+    clinical_crud.delete_medication(
+        session, _owned_medication(session, user.user_id, medication_id)
+    )
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
