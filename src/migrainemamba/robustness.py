@@ -25,20 +25,20 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
-from migrainemamba.config import load_config, resolve_path, to_dict  # noqa: E402
-from migrainemamba.data.stage import run_prepare  # noqa: E402
-from migrainemamba.evaluation.stage import run_evaluate  # noqa: E402
-from migrainemamba.features import PHASES  # noqa: E402
-from migrainemamba.features.stage import run_features  # noqa: E402
-from migrainemamba.models.foundation_stage import run_foundation  # noqa: E402
-from migrainemamba.pipeline import write_json  # noqa: E402
-from migrainemamba.selection import SelectionRule, choose_champion  # noqa: E402
+from migrainemamba.config import load_config, resolve_path, to_dict
+from migrainemamba.data.stage import run_prepare
+from migrainemamba.evaluation.stage import run_evaluate
+from migrainemamba.features import PHASES
+from migrainemamba.features.stage import run_features
+from migrainemamba.models.foundation_stage import run_foundation
+from migrainemamba.pipeline import write_json
+from migrainemamba.selection import SelectionRule, choose_champion
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,10 @@ def stage_functions(sequence_models: bool) -> list[tuple[str, Callable[[DictConf
         ("foundation", run_foundation),
     ]
     if sequence_models:
-        from migrainemamba.models.temporal_stage import run_pretrain, run_temporal  # torch: only when asked
+        from migrainemamba.models.temporal_stage import (  # torch: only when asked
+            run_pretrain,
+            run_temporal,
+        )
 
         stages += [("pretrain", run_pretrain), ("temporal", run_temporal)]
     return stages + [("evaluate", run_evaluate)]

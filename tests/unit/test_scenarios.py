@@ -4,7 +4,7 @@ keeps an exact oracle; the default story is bit-for-bit the one before scenarios
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import polars as pl
@@ -36,7 +36,7 @@ def scenario_config(name: str, **overrides) -> SimulatorConfig:
     return SimulatorConfig.from_dict(data)
 
 
-@lru_cache(maxsize=None)
+@cache
 def small(name: str) -> SimulatedCohort:
     """600 people x 200 days (~0.5 s): enough for the oracle's martingale check."""
     return simulate_cohort(scenario_config(name, n_users=600, n_days=200, seed=13))
@@ -291,10 +291,10 @@ def test_within_person_regression_recovers_each_configured_effect(name):
     coef = model.coef_[0]
     se = _standard_errors(x, users, expit(sp.hstack([x, intercepts]).tocsr() @ coef))
     estimates = dict(zip(triggers, zip(coef[: len(triggers)], se[: len(triggers)], strict=True), strict=True))
-    # within 4 standard errors (rare exposures such as 5+ drinks have SE ~0.08) and 0.25 absolute
+    # the default test's 0.10, widened to 4 standard errors for rare exposures (5+ drinks: SE ~0.08), at most 0.25
     off = {t.name: (round(float(est), 3), round(float(err), 3), t.log_or) for t in cfg.triggers
-           for est, err in [estimates[t.name]] if abs(est - t.log_or) > min(4 * err, 0.25)}
-    assert not off, f"(estimated, SE, configured) log-odds differ by > 4 SE: {off}"
+           for est, err in [estimates[t.name]] if abs(est - t.log_or) > max(0.10, min(4 * err, 0.25))}
+    assert not off, f"(estimated, SE, configured) log-odds differ by more than max(0.10, 4 SE): {off}"
     if cfg.scenario.refractory is not None:  # the refractory term enters with coefficient 1
         assert abs(model.coef_[0][len(triggers) + len(extra) - 1] - 1.0) < 0.15
 
