@@ -1,6 +1,6 @@
 """Benchmark: the robustness run's time per scenario on this machine (issue 11).
 
-Runs `migrainemamba.robustness.run_robustness` with the given Hydra overrides (e.g.
+Runs `migrainemamba.stages.robustness.run` with the given Hydra overrides (e.g.
 `robustness.n_users=1500`; default: configs/robustness/default.yaml), outputs where the
 config says (data/robustness/ by default, so the run's table is kept), and writes the
 seconds per scenario and stage, the cohort size and the machine's load to
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from migrainemamba.config import load_config, resolve_path
 from migrainemamba.pipeline import write_json
-from migrainemamba.robustness import run_robustness
 from migrainemamba.runtime import configure_entry_point
+from migrainemamba.stages.robustness import run as run_robustness
 
 RESULTS = Path(__file__).parent / "results" / "robustness.json"
 
