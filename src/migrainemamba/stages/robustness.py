@@ -201,6 +201,11 @@ def plot_scores(table: pl.DataFrame, path: Path) -> Path:
                 if is_served:
                     bar.set_edgecolor("black")
                     bar.set_linewidth(1.5)
+        base_served = set(part.filter(pl.col("served") & (pl.col("model") == "base_rate"))["scenario"].to_list())
+        for i, scenario in enumerate(scenarios):
+            if scenario in base_served:  # its own share is ~0: say so rather than draw it
+                ax.text(0.98, i + 0.4 - height / 2, "base rate served", ha="right", va="center", fontsize=7,
+                        transform=ax.get_yaxis_transform())
         ax.axvline(0.5, color="grey", ls="--", lw=0.8)
         ax.set(title=f"days {phase}", xlabel="risk corr / oracle's (served: outlined)", xlim=(min(0.0, ax.get_xlim()[0]), 1.0))
         ax.set_yticks(np.arange(len(scenarios)) + 0.4 - height / 2, scenarios)
