@@ -1,7 +1,7 @@
 """DVC stage `robustness` (opt-in): every scenario through the stages -> data/robustness/scores.parquet."""
 
 from migrainemamba.pipeline import run_stage
-from migrainemamba.robustness import run_robustness
+from migrainemamba.stages.robustness import run
 
 if __name__ == "__main__":
-    run_stage("robustness", run_robustness)
+    run_stage("robustness", run)

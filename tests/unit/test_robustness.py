@@ -9,16 +9,16 @@ import polars as pl
 import pytest
 
 from migrainemamba.config import load_config, to_dict
-from migrainemamba.robustness import (
+from migrainemamba.release.selection import SelectionRule
+from migrainemamba.stages.robustness import (
     SCORE_COLUMNS,
     plot_scores,
-    run_robustness,
     scenario_config,
     scenario_rows,
     scores_table,
     served_summary,
 )
-from migrainemamba.selection import SelectionRule
+from migrainemamba.stages.robustness import run as run_robustness
 
 
 def test_scenario_config_swaps_the_story_and_moves_every_output(tmp_path):
@@ -34,7 +34,7 @@ def test_scenario_config_swaps_the_story_and_moves_every_output(tmp_path):
     assert run.tracking.enabled is False
     assert list(run.evaluate.models) == ["base_rate", "prior_logistic", "foundation"]
     seq = scenario_config(load_config([f"robustness.out_dir={tmp_path}", "robustness.sequence_models=true"]), "default")
-    assert list(seq.evaluate.models)[-2:] == ["temporal", "gru"] and seq.temporal.variant.enabled is False
+    assert list(seq.evaluate.models)[-2:] == ["temporal", "gru"]
     assert cfg.data.scenario.name == "default"  # the run's own config is left alone
 
 
@@ -91,3 +91,16 @@ def test_a_small_robustness_run_writes_the_table(tmp_path):
     assert (tmp_path / "scores.png").exists() and (tmp_path / "timings.json").exists()
     assert set(metrics) >= {"served_risk_corr_share_1-14", "seconds_per_scenario"}
     assert to_dict(cfg.data)["scenario"]["name"] == "default"
+
+
+def test_the_opt_in_pipeline_file_covers_what_its_entry_imports():
+    """robustness/dvc.yaml sits apart from the default `dvc repro`; its deps still cover its code."""
+    import yaml
+
+    from tests.architecture.imports import ROOT
+    from tests.architecture.test_stage_deps import uncovered
+
+    stages = yaml.safe_load((ROOT / "robustness" / "dvc.yaml").read_text())["stages"]
+    assert stages["robustness"]["wdir"] == ".."  # paths below are the repository's
+    assert not uncovered(stages["robustness"])
+    assert "robustness" not in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]

@@ -4,7 +4,7 @@ keeps an exact oracle; the default story is bit-for-bit the one before scenarios
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import polars as pl
@@ -16,10 +16,11 @@ from sklearn.linear_model import LogisticRegression
 from migrainemamba.config import config_dir, load_config, to_dict
 from migrainemamba.data.simulator import SimulatedCohort, SimulatorConfig, simulate_cohort
 from migrainemamba.data.validation import validate_cohort
-from migrainemamba.evaluation.metrics import expected_calibration_error, pooled_auc
+from migrainemamba.metrics import expected_calibration_error, pooled_auc
 
 SCENARIOS = tuple(sorted(p.stem for p in (config_dir() / "data" / "scenario").glob("*.yaml")))
 OTHER_SCENARIOS = tuple(s for s in SCENARIOS if s != "default")
+BURN_IN_UNSEEN_DAYS = 20  # after 20 days the burst and refractory terms of an unseen attack are < 2%
 # sha256 of each table written as CSV, for 60 people x 90 days, seed 5, computed with the
 # simulator at main 758b1f5 (before scenarios): the default story must not move.
 DEFAULT_DIGESTS = {
@@ -36,7 +37,7 @@ def scenario_config(name: str, **overrides) -> SimulatorConfig:
     return SimulatorConfig.from_dict(data)
 
 
-@lru_cache(maxsize=None)
+@cache
 def small(name: str) -> SimulatedCohort:
     """600 people x 200 days (~0.5 s): enough for the oracle's martingale check."""
     return simulate_cohort(scenario_config(name, n_users=600, n_days=200, seed=13))
@@ -244,7 +245,10 @@ def _scenario_covariates(days: pl.DataFrame, cohort: SimulatedCohort, cfg: Simul
     extra = [days["prodrome_state"].to_numpy()]
     if "susceptibility_drift" in days.columns:
         extra.append(days["susceptibility_drift"].to_numpy())
-    if cfg.scenario.refractory is not None:
+    # the burst after attacks in bursty people: it goes with the refractory term, so it enters too
+    burst = cfg.frequency["burst_log_or"] * days["bursty"].to_numpy()
+    extra.append(burst * np.exp(-(days["since"].to_numpy() - 1) / cfg.frequency["burst_decay_days"]))
+    if cfg.scenario.refractory is not None:  # last: its coefficient is checked
         decay = cfg.scenario.refractory.decay_days
         extra.append(days["refractory_log_or"].to_numpy() * np.exp(-(days["since"].to_numpy() - 1) / decay))
     return extra
@@ -277,7 +281,8 @@ def test_within_person_regression_recovers_each_configured_effect(name):
         cohort.truth_days.sort("user_id", "date")
         .with_columns(_i=pl.int_range(pl.len()).over("user_id"))
         .with_columns(since=_days_since_attack())
-        .filter(pl.col("eligible"))
+        # days whose last attack may lie in the simulator's burn-in (not in truth_days) are left out
+        .filter(pl.col("eligible") & (pl.col("_i") >= BURN_IN_UNSEEN_DAYS))
         .join(cohort.truth_users, on="user_id")
     )
     triggers = [t.name for t in cfg.triggers]
@@ -291,10 +296,10 @@ def test_within_person_regression_recovers_each_configured_effect(name):
     coef = model.coef_[0]
     se = _standard_errors(x, users, expit(sp.hstack([x, intercepts]).tocsr() @ coef))
     estimates = dict(zip(triggers, zip(coef[: len(triggers)], se[: len(triggers)], strict=True), strict=True))
-    # within 4 standard errors (rare exposures such as 5+ drinks have SE ~0.08) and 0.25 absolute
+    # the default test's 0.10, widened to 4 standard errors for rare exposures (5+ drinks: SE ~0.08), at most 0.25
     off = {t.name: (round(float(est), 3), round(float(err), 3), t.log_or) for t in cfg.triggers
-           for est, err in [estimates[t.name]] if abs(est - t.log_or) > min(4 * err, 0.25)}
-    assert not off, f"(estimated, SE, configured) log-odds differ by > 4 SE: {off}"
+           for est, err in [estimates[t.name]] if abs(est - t.log_or) > max(0.10, min(4 * err, 0.25))}
+    assert not off, f"(estimated, SE, configured) log-odds differ by more than max(0.10, 4 SE): {off}"
     if cfg.scenario.refractory is not None:  # the refractory term enters with coefficient 1
         assert abs(model.coef_[0][len(triggers) + len(extra) - 1] - 1.0) < 0.15
 

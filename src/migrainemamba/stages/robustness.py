@@ -1,4 +1,4 @@
-"""The robustness run (issue 11): every generative scenario through the real stages.
+"""DVC stage `robustness` (opt-in, robustness/dvc.yaml): every generative scenario through the stages.
 
 For each scenario in ``configs/robustness/`` the run simulates a cohort
 (``data/scenario=<name>``), builds the features, fits the foundation model (and,
@@ -7,6 +7,12 @@ its GRU baseline), evaluates every model family, and applies the selection rule
 of ``configs/serve`` to the report. It calls the stages' own functions, each on
 the scenario's copy of the configuration whose paths point under
 ``<out_dir>/<scenario>/``, so nothing of the default pipeline's outputs is touched.
+
+The truth columns (risk correlations, AUC lift) come from the evaluation report. Where the
+report has none because some scored diary days have no truth (``sparse_reporting``: a day
+after an unrecorded attack day looks like an onset day in the diary, while the truth calls
+it a running attack), they are scored with the evaluation's own scoring on the days where
+the truth is defined.
 
 Output: ``<out_dir>/scores.parquet``, one row per scenario x model x phase (people
 the models never saw: population ``cold_start``, as selection uses), a plot, and
@@ -25,20 +31,20 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
-from migrainemamba.config import load_config, resolve_path, to_dict  # noqa: E402
-from migrainemamba.data.stage import run_prepare  # noqa: E402
-from migrainemamba.evaluation.stage import run_evaluate  # noqa: E402
-from migrainemamba.features import PHASES  # noqa: E402
-from migrainemamba.features.stage import run_features  # noqa: E402
-from migrainemamba.models.foundation_stage import run_foundation  # noqa: E402
-from migrainemamba.pipeline import write_json  # noqa: E402
-from migrainemamba.selection import SelectionRule, choose_champion  # noqa: E402
+from migrainemamba.config import load_config, resolve_path, to_dict
+from migrainemamba.data.prepare import PreparedCohort
+from migrainemamba.evaluation.scoring import Scored, score_with_intervals
+from migrainemamba.features import PHASES
+from migrainemamba.pipeline import write_json
+from migrainemamba.release.selection import SelectionRule, choose_champion
+from migrainemamba.stages import evaluate, features, foundation, prepare
+from migrainemamba.stages.common import finish
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +91,15 @@ def scenario_config(cfg: DictConfig, scenario: str) -> DictConfig:
 
 def stage_functions(sequence_models: bool) -> list[tuple[str, Callable[[DictConfig], dict[str, Any]]]]:
     stages: list[tuple[str, Callable[[DictConfig], dict[str, Any]]]] = [
-        ("prepare", lambda c: run_prepare(c, progress=False)),
-        ("features", run_features),
-        ("foundation", run_foundation),
+        ("prepare", lambda c: prepare.run(c, progress=False)),
+        ("features", features.run),
+        ("foundation", foundation.run),
     ]
     if sequence_models:
-        from migrainemamba.models.temporal_stage import run_pretrain, run_temporal  # torch: only when asked
+        from migrainemamba.stages import pretrain, temporal  # torch: only when asked
 
-        stages += [("pretrain", run_pretrain), ("temporal", run_temporal)]
-    return stages + [("evaluate", run_evaluate)]
+        stages += [("pretrain", pretrain.run), ("temporal", temporal.run)]
+    return stages + [("evaluate", evaluate.run)]
 
 
 def scenario_rows(
@@ -112,6 +118,48 @@ def scenario_rows(
             row["served"] = model == served
             rows.append(row)
     return rows
+
+
+TRUTH_KEYS = ("within_person_risk_corr", "oracle_within_person_risk_corr", "lift_captured_auc")
+
+
+def truth_scores_where_defined(run: DictConfig, population: str) -> dict[str, dict[str, dict[str, float]]]:
+    """{phase: {model: scores}} on the test days that have a truth (p_true, p_oracle), for one population.
+
+    The evaluation's scoring (``score_with_intervals``) on those days only; Brier skill's
+    reference is the running base rate as in the evaluation.
+    """
+    predictions = pl.read_parquet(resolve_path(run.paths.predictions) / "test.parquet")
+    truth = PreparedCohort.read(resolve_path(run.paths.prepared)).truth_days
+    if truth is None:
+        return {}
+    rows = predictions.join(truth.select("user_id", "date", "p_true", "p_oracle"), on=["user_id", "date"], how="inner")
+    rows = rows.filter(pl.col("p_true").is_not_null() & pl.col("p_oracle").is_not_null())
+    if population == "cold_start":
+        rows = rows.filter(pl.col("cold_start"))
+    reference = rows.filter(pl.col("model") == "base_rate").select("user_id", "date", p_ref=pl.col("p"))
+    rows = rows.join(reference, on=["user_id", "date"], how="inner")
+    users = {u: i for i, u in enumerate(rows["user_id"].unique().sort().to_list())}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (phase, model), part in rows.group_by("phase", "model"):
+        scored = Scored(
+            user=part["user_id"].replace_strict(users, return_dtype=pl.Int64).to_numpy(),
+            y=part["y"].to_numpy(), p=part["p"].to_numpy(), p_ref=part["p_ref"].to_numpy(),
+            p_oracle=part["p_oracle"].to_numpy(), p_true=part["p_true"].to_numpy(),
+        )
+        out.setdefault(str(phase), {})[str(model)] = score_with_intervals(scored, int(run.evaluate.n_boot), int(run.evaluate.seed))
+    return out
+
+
+def with_truth_where_defined(scores: dict[str, Any], run: DictConfig, population: str) -> tuple[dict[str, Any], bool]:
+    """The report's scores, the truth keys filled from the days that have a truth when the report lacks them."""
+    phases = scores.get(population, {})
+    if all(k in values for models in phases.values() for values in models.values() for k in TRUTH_KEYS):
+        return scores, False
+    fallback = truth_scores_where_defined(run, population)
+    patched = {population: {phase: {model: values | {k: fallback.get(phase, {}).get(model, {}).get(k) for k in TRUTH_KEYS}
+                                    for model, values in models.items()} for phase, models in phases.items()}}
+    return scores | patched, True
 
 
 def _number(value: Any) -> float:
@@ -153,6 +201,11 @@ def plot_scores(table: pl.DataFrame, path: Path) -> Path:
                 if is_served:
                     bar.set_edgecolor("black")
                     bar.set_linewidth(1.5)
+        base_served = set(part.filter(pl.col("served") & (pl.col("model") == "base_rate"))["scenario"].to_list())
+        for i, scenario in enumerate(scenarios):
+            if scenario in base_served:  # its own share is ~0: say so rather than draw it
+                ax.text(0.98, i + 0.4 - height / 2, "base rate served", ha="right", va="center", fontsize=7,
+                        transform=ax.get_yaxis_transform())
         ax.axvline(0.5, color="grey", ls="--", lw=0.8)
         ax.set(title=f"days {phase}", xlabel="risk corr / oracle's (served: outlined)", xlim=(min(0.0, ax.get_xlim()[0]), 1.0))
         ax.set_yticks(np.arange(len(scenarios)) + 0.4 - height / 2, scenarios)
@@ -165,7 +218,7 @@ def plot_scores(table: pl.DataFrame, path: Path) -> Path:
     return path
 
 
-def run_robustness(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     """Every scenario through the stages; the table, the plot and the timings."""
     rc = cfg.robustness
     out_dir = resolve_path(str(rc.out_dir))
@@ -186,7 +239,8 @@ def run_robustness(cfg: DictConfig) -> dict[str, Any]:
             timings[scenario][stage] = round(time.perf_counter() - started, 1)
         timings[scenario]["total"] = round(sum(timings[scenario].values()), 1)
         report = json.loads((out_dir / scenario / "evaluation" / "report.json").read_text())
-        rows += scenario_rows(scenario, report["scores"], rule, candidates)
+        scores, partial = with_truth_where_defined(report["scores"], run, rule.population)
+        rows += [row | {"truth_on_defined_days_only": partial} for row in scenario_rows(scenario, scores, rule, candidates)]
         log.info("robustness: %s done in %.0f s", scenario, timings[scenario]["total"])
     table = scores_table(rows)
     table.write_parquet(out_dir / "scores.parquet")
@@ -197,5 +251,5 @@ def run_robustness(cfg: DictConfig) -> dict[str, Any]:
         f"served_risk_corr_share_{r['phase']}": round(r["risk_corr_share"], 4) for r in summary.iter_rows(named=True)
     } | {f"served_max_ece_{r['phase']}": round(r["max_ece"], 4) for r in summary.iter_rows(named=True)}
     metrics["seconds_per_scenario"] = round(float(np.mean([t["total"] for t in timings.values()])), 1)
-    write_json(resolve_path(cfg.paths.metrics) / "robustness.json", metrics)
+    finish(cfg, "robustness", metrics)
     return metrics
