@@ -30,6 +30,7 @@ from migrainemamba.service.forecasting import Forecast, Forecaster
 from migrainemamba.service.models_db import Base, DailyLog, Prediction, User
 from migrainemamba.service.settings import normalize_database_url
 from tests.unit.test_service_support import (
+    OPERATOR,
     TODAY,
     full_day,
     log_days,
@@ -291,7 +292,7 @@ def test_api_flow_on_each_backend(database_url, tmp_path):
     settings = make_settings(tmp_path, database_url=database_url)
     with make_client(settings) as client:
         assert (
-            client.get("/ready").json()["database"]["backend"]
+            client.get("/ready", headers=OPERATOR).json()["database"]["backend"]
             == make_url(database_url).get_backend_name()
         )
         user_id, headers = onboard(client)

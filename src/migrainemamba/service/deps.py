@@ -10,13 +10,13 @@ from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from migrainemamba.service import crud
-from migrainemamba.service.db import SessionDep
+from migrainemamba.service.db import SessionDep, is_writer
 from migrainemamba.service.forecasting import Forecaster
 from migrainemamba.service.models_db import User
 from migrainemamba.service.runtime import Runtime
@@ -80,8 +80,12 @@ TokenSubject = Annotated[str, Depends(get_token_subject)]
 
 
 def authorize(session: Session, subject: str, user_id: str) -> User:
-    """The user ``user_id`` if the token belongs to them: 404 if unknown, 403 if someone else's."""
-    user = crud.get_user(session, user_id)
+    """The user ``user_id`` if the token belongs to them: 404 if unknown, 403 if someone else's.
+
+    In a writer's transaction (``db``) the user's row stays locked until the request ends, so
+    the writes of one person are serialised and counters computed from their rows are exact.
+    """
+    user = crud.get_user(session, user_id, lock=is_writer(session) and subject == user_id)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {user_id!r} not found")
     if subject != user_id:
@@ -91,7 +95,13 @@ def authorize(session: Session, subject: str, user_id: str) -> User:
     return user
 
 
-def get_owned_user(user_id: str, subject: TokenSubject, session: SessionDep) -> User:
+# user ids are issued by onboarding (uuid hex); a path id outside this shape is a 422 naming it
+UserIdPath = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="the user's id")
+]
+
+
+def get_owned_user(user_id: UserIdPath, subject: TokenSubject, session: SessionDep) -> User:
     """The path's ``{user_id}``, checked against the token."""
     return authorize(session, subject, user_id)
 

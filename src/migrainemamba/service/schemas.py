@@ -239,6 +239,10 @@ class RecommendationOut(BaseModel):
     group: str
     name: str
     priority: int = Field(description="1 = most important")
+    basis: str = Field(
+        "your forecast",
+        description="what it rests on: 'your forecast', 'your diary' or 'clinical prior (not yet your own data)'",
+    )
     action: str
     evidence: str
 
@@ -371,5 +375,5 @@ class RecommendationsOut(BaseModel):
 
 class ReadinessOut(BaseModel):
     ready: bool
-    database: dict[str, Any]
-    models: dict[str, Any]
+    database: dict[str, Any] | None = Field(None, description="operator only (OPERATOR_TOKEN)")
+    models: dict[str, Any] | None = Field(None, description="operator only (OPERATOR_TOKEN)")

@@ -53,6 +53,9 @@ def submit(
 
     A second submit for the same date **merges**: the fields it sends replace the
     stored ones, fields it leaves out are kept (201 for a new day, 200 for a merge).
+    The merged day must be consistent: ``migraine_occurred: false`` clears a stored
+    severity and duration; a severity or duration above 0 needs the merged day to say
+    ``migraine_occurred: true`` (else 422 naming the field, nothing written).
     For today's date without a pressure, the weather provider (if configured) fills
     ``barometric_pressure_hpa`` from the user's city.
     """
@@ -71,11 +74,6 @@ def submit(
         pressure = weather.pressure_hpa(user.location_city)  # type: ignore[attr-defined]
         if pressure is not None:
             values["barometric_pressure_hpa"] = pressure
-    if (
-        values.get("migraine_occurred") is False
-    ):  # no attack: a stored severity/duration no longer applies
-        values.setdefault("migraine_severity", None)
-        values.setdefault("migraine_duration_hours", None)
     row, created = crud.upsert_log(session, user.user_id, body.date, values)
     crud.refresh_progress(session, user, forecaster)
     if "migraine_occurred" in values:

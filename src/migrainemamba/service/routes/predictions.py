@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 from fastapi import APIRouter, Query, Response
 
 from migrainemamba.service import crud
-from migrainemamba.service.db import SessionDep
-from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep
+from migrainemamba.service.db import SessionDep, begin_writer
+from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep, authorize
 from migrainemamba.service.forecasting import logs_frame, users_frame
-from migrainemamba.service.insights import recommendations_for_forecast
+from migrainemamba.service.insights import forecast_recommendations
 from migrainemamba.service.schemas import (
     AccuracyOut,
     ModelAccuracy,
@@ -102,19 +102,28 @@ def today_forecast(
     earlier diary day, the profile, or the model serving the phase. Then it is
     recomputed and replaces the stored one (``X-Forecast: new``).
     """
-    users = users_frame(user)
-    logs = logs_frame(crud.all_logs(session, user.user_id))
+    version = crud.forecast_inputs_version(session, user, today, forecaster)
     stored = crud.get_prediction(session, user.user_id, today)
-    if stored is not None and stored.inputs_fingerprint == forecaster.inputs_fingerprint(
-        users, logs, today
-    ):
+    if stored is not None and stored.inputs_fingerprint == version:
         response.headers["X-Forecast"] = "stored"
         return PredictionOut.model_validate(stored)
-    forecast = forecaster.forecast(users, logs, today)
-    row = crud.save_prediction(
-        session, forecast, recommendations_for_forecast(forecast.top_triggers)
+    # compute and store: one writer transaction, the user locked, the check taken again under it
+    begin_writer(session)
+    user = authorize(session, user.user_id, user.user_id)
+    version = crud.forecast_inputs_version(session, user, today, forecaster)
+    stored = crud.get_prediction(session, user.user_id, today)
+    if stored is not None and stored.inputs_fingerprint == version:  # a concurrent request stored it
+        response.headers["X-Forecast"] = "stored"
+        return PredictionOut.model_validate(stored)
+    users = users_frame(user)
+    logs = logs_frame(crud.all_logs(session, user.user_id, end=today))
+    forecast = forecaster.forecast(users, logs, today, inputs_fingerprint=version)
+    recent = logs.filter(logs["date"] > today - timedelta(days=14)).height
+    recommendations = forecast_recommendations(
+        forecast, forecaster.clinical_prior(), bool(user.has_menstrual_cycle), recent  # type: ignore[attr-defined]
     )
-    crud.score_predictions(session, user, [today], settings)
+    row = crud.save_prediction(session, forecast, recommendations)
+    crud.score_predictions(session, user, [today], settings, logs=logs)
     crud.refresh_progress(session, user, forecaster)
     session.commit()
     response.headers["X-Forecast"] = "new"
