@@ -48,6 +48,7 @@ def make_client(settings: Settings, today: date = TODAY, **app_kwargs: Any) -> I
     app = create_app(settings, **app_kwargs)
     app.dependency_overrides[get_today] = lambda: today
     with TestClient(app) as client:
+        app.state.runtime.wait_migrated(30)  # migration runs in the background (runtime.Runtime)
         yield client
 
 

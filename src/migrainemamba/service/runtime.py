@@ -36,6 +36,9 @@ from migrainemamba.service.weather import PressureProvider, provider_from_settin
 
 log = logging.getLogger(__name__)
 
+# readiness answers within this, however slow the database (BentoML probes /readyz often)
+READINESS_WAIT_SECONDS = 1.5
+
 
 class Runtime:
     def __init__(
@@ -56,6 +59,8 @@ class Runtime:
         self._closed = threading.Event()
         self._migrator: threading.Thread | None = None
         self._first_attempt = threading.Event()
+        self._probe: threading.Thread | None = None
+        self._probe_result: dict[str, Any] = {}
 
     def start(self) -> None:
         """Build what the process holds (no database I/O) and start the background migration."""
@@ -161,9 +166,7 @@ class Runtime:
                 "database": {"ok": False},
                 "models": {"ok": False, "error": str(exc)},
             }
-        if not self._migrated:
-            self._first_attempt.wait(self.settings.database_connect_timeout_seconds + 0.5)
-        database = database_status(self.engine)
+        database = self._database_status()
         if database["ok"] and not self._migrated:
             database.update(ok=False, error="migration still running")
         models = self.forecaster.status()
@@ -172,6 +175,26 @@ class Runtime:
             "database": database,
             "models": models,
         }
+
+    def _database_status(self) -> dict[str, Any]:
+        """``database_status``, but answered within ``READINESS_WAIT_SECONDS`` whatever the database
+        does: the probe runs in its own thread (one at a time) and a late probe reads as not ready."""
+        with self._lock:
+            if self._probe is None or not self._probe.is_alive():
+                result: dict[str, Any] = {}
+                self._probe_result = result
+                self._probe = threading.Thread(
+                    target=lambda: result.update(database_status(self.engine)),
+                    name="readiness-probe",
+                    daemon=True,
+                )
+                self._probe.start()
+            probe, result = self._probe, self._probe_result
+        probe.join(READINESS_WAIT_SECONDS)
+        if probe.is_alive() or not result:
+            return {"backend": self.engine.dialect.name, "ok": False,
+                    "error": f"no answer from the database within {READINESS_WAIT_SECONDS} s"}
+        return dict(result)
 
     def close(self) -> None:
         self._closed.set()
