@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.routing import Match, Route
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_ERRORS = 10
@@ -171,14 +171,25 @@ class InputHygiene:
         self.app = app
         self.api = api
         self.max_body_bytes = max_body_bytes
+        self._compiled: list[re.Pattern[str]] | None = None
+
+    def _templates(self) -> list[re.Pattern[str]]:
+        """Path templates of the app's operations (its OpenAPI schema), fewest parameters first."""
+        if self._compiled is None:
+            paths = sorted(self.api.openapi().get("paths", {}), key=lambda p: (p.count("{"), p))
+            self._compiled = [compile_path(p)[0] for p in paths]
+        return self._compiled
 
     def _path_params(self, scope: Scope) -> list[tuple[str, str]]:
-        for route in self.api.router.routes:
-            if isinstance(route, Route):
-                match, child = route.matches(scope)
-                if match == Match.FULL:
-                    return [(k, str(v)) for k, v in child.get("path_params", {}).items()]
-        return [("path", scope.get("path", ""))] if _BAD_IN_PARAM.search(scope.get("path", "")) else []
+        path = scope.get("path", "")
+        if not _BAD_IN_PARAM.search(path):
+            return []
+        relative = path.removeprefix(scope.get("root_path", "").rstrip("/")) or "/"
+        for template in self._templates():
+            found = template.match(relative)
+            if found:
+                return list(found.groupdict().items())
+        return [("path", path)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -16,11 +16,20 @@ Field modes, per contract column:
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from migrainemamba.data.schema import (
@@ -41,6 +50,23 @@ _PY_TYPES: dict[type[pl.DataType], type] = {
     pl.Boolean: bool,
     pl.Date: date,
 }
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _iso_date_only(value: Any) -> Any:
+    """Dates are ISO strings: pydantic alone would read ``0`` or ``"0"`` as 1970-01-01 (a timestamp)."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise PydanticCustomError("date_format", "Input should be an ISO date YYYY-MM-DD")
+    return value
+
+
+DATE_LIMITS = "ISO date YYYY-MM-DD; not after today (TIMEZONE) and at most 730 days before it"
+# the one date type of requests (body, path, query): ISO strings only
+IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
 
 
 class StrictModel(BaseModel):
@@ -81,6 +107,8 @@ def contract_annotation(column: Column) -> Any:
         constraints["allow_inf_nan"] = False
     if base is date:
         constraints["strict"] = False  # FastAPI validates parsed JSON: dates arrive as ISO strings
+        constraints["description"] = "; ".join(p for p in (constraints["description"], DATE_LIMITS) if p)
+        base = IsoDate
     if base is str:
         constraints["min_length"] = 1
         constraints["max_length"] = STRING_LENGTHS.get(column.name, 255)
@@ -185,7 +213,7 @@ DailyLogSubmit = create_model(
         **_OUTCOME_VALIDATORS,
     },
     user_id=(Annotated[str, Field(min_length=1, max_length=STRING_LENGTHS["user_id"])], ...),
-    date=(date, Field(strict=False, description="the diary day (ISO date, not in the future)")),
+    date=(IsoDate, Field(strict=False, description=f"the diary day ({DATE_LIMITS})")),
     **contract_fields(_LOG_VALUE_COLUMNS, "partial"),
 )
 

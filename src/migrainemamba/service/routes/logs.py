@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi import Path as FastAPIPath
 from pydantic import BaseModel
 
 from migrainemamba.service import crud
@@ -20,6 +22,8 @@ from migrainemamba.service.deps import (
     reject_future,
 )
 from migrainemamba.service.schemas import (
+    DATE_LIMITS,
+    IsoDate,
     DailyLogOut,
     DailyLogSubmit,
     LogHistory,
@@ -87,8 +91,8 @@ def submit(
 def history(
     user: OwnedUser,
     session: SessionDep,
-    start: date | None = None,
-    end: date | None = None,
+    start: IsoDate | None = Query(None, description="first day (ISO date), inclusive"),
+    end: IsoDate | None = Query(None, description="last day (ISO date), inclusive"),
     limit: int = Query(90, ge=1, le=1000),
 ) -> LogHistory:
     """Diary days, newest first (``start``/``end`` inclusive)."""
@@ -105,7 +109,7 @@ class OutcomeResponse(BaseModel):
 
 @router.put("/outcome/{user_id}/{date}", response_model=OutcomeResponse)
 def outcome(
-    date: date,
+    date: Annotated[IsoDate, FastAPIPath(description=DATE_LIMITS)],
     body: OutcomeUpdate,  # type: ignore[valid-type]
     user: OwnedUser,
     session: SessionDep,

@@ -13,6 +13,7 @@ from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, To
 from migrainemamba.service.forecasting import logs_frame, users_frame
 from migrainemamba.service.insights import forecast_recommendations
 from migrainemamba.service.schemas import (
+    IsoDate,
     AccuracyOut,
     ModelAccuracy,
     PredictionHistory,
@@ -26,8 +27,8 @@ router = APIRouter(prefix="/predictions", tags=["predictions"])
 def history(
     user: OwnedUser,
     session: SessionDep,
-    start: date | None = None,
-    end: date | None = None,
+    start: IsoDate | None = Query(None, description="first day (ISO date), inclusive"),
+    end: IsoDate | None = Query(None, description="last day (ISO date), inclusive"),
     limit: int = Query(90, ge=1, le=1000),
 ) -> PredictionHistory:
     """Stored forecasts, newest first, with their outcomes once reported."""
