@@ -352,10 +352,11 @@ def test_input_hygiene_and_one_transaction_per_request_on_each_backend(database_
         with make_sessionmaker(engine)() as session:
             # a released SAVEPOINT is part of the outer transaction: rolling that back undoes both
             # (pysqlite without SQLAlchemy's recipe commits at RELEASE: a request half-written)
-            session.add(DailyLog(user_id=user_id, date=TODAY, stress_level=3))
-            session.flush()
+            assert crud.get_user(session, user_id) is not None  # reads first, as a request does
             with session.begin_nested():
                 session.add(DailyLog(user_id=user_id, date=TODAY + timedelta(days=1), stress_level=4))
+            session.add(DailyLog(user_id=user_id, date=TODAY, stress_level=3))
+            session.flush()
             session.rollback()
         with make_sessionmaker(engine)() as session:
             assert crud.get_log(session, user_id, TODAY) is None
