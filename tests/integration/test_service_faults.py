@@ -156,7 +156,7 @@ def _concurrent_outcomes_stay_consistent(api: str, rounds: int = 3) -> None:
         # a severity sent for a day stored as "no attack" is refused, not merged
         client.put(f"/logs/outcome/{user_id}/{day}", json=calm)
         refused = client.post("/logs/submit", json={"user_id": user_id, "date": day, "migraine_severity": 8})
-        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "migraine_severity"]
+        assert refused.status_code == 409 and refused.json()["detail"][0]["loc"] == ["body", "migraine_severity"]
 
 
 def _concurrent_submits_count_exactly(api: str, n: int = 20) -> None:

@@ -16,7 +16,7 @@ The merge rule of the outcome (``merge_outcome``), checked on the *merged* row:
   belonged to the attack that is now reported as not having happened);
 - a severity or duration above 0 needs the merged day to say
   ``migraine_occurred: true``: sending one for a day stored as (or left)
-  without an attack is a 422 naming the field (``DayInconsistent``), nothing
+  without an attack is a 409 naming the field (``DayInconsistent``), nothing
   is guessed and nothing is written.
 
 ``days_logged`` and ``current_phase`` are recounted (``refresh_progress``) in the

@@ -20,6 +20,7 @@ from migrainemamba.service.db import SessionDep, is_writer
 from migrainemamba.service.forecasting import Forecaster
 from migrainemamba.service.models_db import User
 from migrainemamba.service.runtime import Runtime
+from migrainemamba.service.schemas import USER_ID_PATTERN
 from migrainemamba.service.security import InvalidToken, verify_access_token
 from migrainemamba.service.settings import Settings
 
@@ -97,7 +98,7 @@ def authorize(session: Session, subject: str, user_id: str) -> User:
 
 # user ids are issued by onboarding (uuid hex); a path id outside this shape is a 422 naming it
 UserIdPath = Annotated[
-    str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="the user's id")
+    str, Path(min_length=1, max_length=64, pattern=USER_ID_PATTERN, description="the user's id")
 ]
 
 

@@ -4,6 +4,8 @@
   timeout, pool exhausted, not migrated yet): 503 with ``Retry-After``.
 - A value the database refuses (``DataError``; input hygiene should have
   caught it first): 422, never a 500.
+- A write whose merged diary day would contradict itself (``crud.DayInconsistent``):
+  409, ``detail[].loc`` naming the field.
 - FastAPI's validation errors: 422 with a bounded, JSON-safe echo
   (``hygiene.bounded_errors``).
 
@@ -74,7 +76,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def day_inconsistent(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DayInconsistent)
         error = {"type": "day_inconsistent", "loc": ["body", exc.field], "msg": str(exc)}
-        return JSONResponse({"detail": [error]}, status_code=422)
+        return JSONResponse({"detail": [error]}, status_code=409)
 
     app.add_exception_handler(DayInconsistent, day_inconsistent)
 

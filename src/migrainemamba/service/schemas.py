@@ -64,6 +64,17 @@ def _iso_date_only(value: Any) -> Any:
     return value
 
 
+def _integral_float(value: Any) -> Any:
+    """JSON Schema counts 32.0 as an integer: accept it as 32 (strings and booleans stay errors)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# documents in the schema what service.hygiene enforces on every string (tab, LF, CR allowed)
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+USER_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+
 DATE_LIMITS = "ISO date YYYY-MM-DD; not after today (TIMEZONE) and at most 730 days before it"
 # the one date type of requests (body, path, query): ISO strings only
 IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
@@ -99,6 +110,8 @@ def contract_annotation(column: Column) -> Any:
     else:
         base = _PY_TYPES[type(column.dtype)]
     constraints: dict[str, Any] = {"description": _describe(column)}
+    # after the constraints, so they stay JSON Schema keywords (minimum, maximum) of the type
+    validators: list[Any] = []
     if column.min is not None:
         constraints["ge"] = column.min
     if column.max is not None:
@@ -108,11 +121,14 @@ def contract_annotation(column: Column) -> Any:
     if base is date:
         constraints["strict"] = False  # FastAPI validates parsed JSON: dates arrive as ISO strings
         constraints["description"] = "; ".join(p for p in (constraints["description"], DATE_LIMITS) if p)
-        base = IsoDate
+        validators.append(BeforeValidator(_iso_date_only))
+    if base is int:
+        validators.append(BeforeValidator(_integral_float))
     if base is str:
+        constraints["pattern"] = NO_CONTROL_CHARACTERS
         constraints["min_length"] = 1
         constraints["max_length"] = STRING_LENGTHS.get(column.name, 255)
-    return Annotated[base, Field(**constraints)]
+    return Annotated[tuple([base, Field(**constraints), *validators])]  # type: ignore[return-value]
 
 
 def contract_fields(columns: tuple[Column, ...], mode: Mode) -> dict[str, Any]:
@@ -150,6 +166,18 @@ def _outcome_consistent(value: Any, info: ValidationInfo) -> Any:
             {"field": info.field_name},
         )
     return value
+
+
+# the same rule in the schema (JSON Schema if/then), so clients and generators know it
+_NULL_OR_ZERO = {"anyOf": [{"type": "null"}, {"const": 0}]}
+OUTCOME_RULE = {
+    "if": {"properties": {"migraine_occurred": {"const": False}}, "required": ["migraine_occurred"]},
+    "then": {"properties": {"migraine_severity": _NULL_OR_ZERO, "migraine_duration_hours": _NULL_OR_ZERO}},
+}
+
+
+class OutcomeRuleModel(StrictModel):
+    model_config = ConfigDict(json_schema_extra=OUTCOME_RULE)
 
 
 _OUTCOME_VALIDATORS = {
@@ -203,7 +231,7 @@ _LOG_VALUE_COLUMNS = _columns(DAILY_LOG_COLUMNS, skip=("user_id", "date"))
 
 DailyLogSubmit = create_model(
     "DailyLogSubmit",
-    __base__=StrictModel,
+    __base__=OutcomeRuleModel,
     __doc__=(
         "One diary day. Morning fields, day fields and the outcome may come in one or several "
         "submits for the same date: a repeated date updates the fields sent and keeps the others."
@@ -212,7 +240,10 @@ DailyLogSubmit = create_model(
         "unique_symptoms": field_validator("symptoms")(_unique_symptoms),
         **_OUTCOME_VALIDATORS,
     },
-    user_id=(Annotated[str, Field(min_length=1, max_length=STRING_LENGTHS["user_id"])], ...),
+    user_id=(
+        Annotated[str, Field(min_length=1, max_length=STRING_LENGTHS["user_id"], pattern=USER_ID_PATTERN)],
+        ...,
+    ),
     date=(IsoDate, Field(strict=False, description=f"the diary day ({DATE_LIMITS})")),
     **contract_fields(_LOG_VALUE_COLUMNS, "partial"),
 )
@@ -240,7 +271,7 @@ _outcome_fields["migraine_occurred"] = (bool, Field(description="did a migraine 
 
 OutcomeUpdate = create_model(
     "OutcomeUpdate",
-    __base__=StrictModel,
+    __base__=OutcomeRuleModel,
     __doc__="The outcome of one day; creates the diary day if it was not logged.",
     __validators__=_OUTCOME_VALIDATORS,
     **_outcome_fields,
@@ -399,6 +430,16 @@ class RecommendationsOut(BaseModel):
 
 
 # ------------------------------------------------------------------ status
+
+
+class FieldError(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description="where: ('body' | 'path' | 'query', field, ...)")
+    msg: str
+
+
+class FieldErrors(BaseModel):
+    detail: list[FieldError]
 
 
 class ReadinessOut(BaseModel):

@@ -26,6 +26,7 @@ from migrainemamba.service.schemas import (
     IsoDate,
     DailyLogOut,
     DailyLogSubmit,
+    FieldErrors,
     LogHistory,
     LogSubmitResponse,
     OutcomeUpdate,
@@ -40,7 +41,12 @@ router = APIRouter(prefix="/logs", tags=["logs"])
     response_model=LogSubmitResponse,
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"description": "the date was already logged: the fields sent were merged into it"}
+        200: {"description": "the date was already logged: the fields sent were merged into it"},
+        409: {
+            "description": "the merged day would contradict itself (e.g. a severity for a day without an attack); "
+            "detail[].loc names the field",
+            "model": FieldErrors,
+        },
     },
 )
 def submit(
@@ -59,7 +65,7 @@ def submit(
     stored ones, fields it leaves out are kept (201 for a new day, 200 for a merge).
     The merged day must be consistent: ``migraine_occurred: false`` clears a stored
     severity and duration; a severity or duration above 0 needs the merged day to say
-    ``migraine_occurred: true`` (else 422 naming the field, nothing written).
+    ``migraine_occurred: true`` (else 409 naming the field, nothing written).
     For today's date without a pressure, the weather provider (if configured) fills
     ``barometric_pressure_hpa`` from the user's city.
     """
