@@ -259,6 +259,32 @@ def save_prediction(
     return row
 
 
+USUAL_DAY_WINDOW = 30
+# relative_level bounds of probability / usual_probability
+LOWER_THAN_USUAL, HIGHER_THAN_USUAL = 0.8, 1.25
+
+
+def usual_probability(session: Session, user_id: str, day: date) -> float | None:
+    """The person's usual day: the mean of their stored forecasts of the 30 days before ``day``."""
+    value = session.scalar(
+        select(func.avg(Prediction.probability)).where(
+            Prediction.user_id == user_id,
+            Prediction.date < day,
+            Prediction.date >= day - timedelta(days=USUAL_DAY_WINDOW),
+        )
+    )
+    return None if value is None else float(value)
+
+
+def relative_to_usual(probability: float, usual: float | None) -> dict[str, Any]:
+    """``usual_probability``, ``relative_risk`` and ``relative_level`` of a forecast."""
+    if usual is None or usual <= 0:
+        return {"usual_probability": None, "relative_risk": None, "relative_level": None}
+    ratio = probability / usual
+    level = "lower than usual" if ratio < LOWER_THAN_USUAL else "higher than usual" if ratio > HIGHER_THAN_USUAL else "usual"
+    return {"usual_probability": round(usual, 6), "relative_risk": round(ratio, 3), "relative_level": level}
+
+
 def list_predictions(
     session: Session,
     user_id: str,

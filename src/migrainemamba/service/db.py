@@ -71,6 +71,8 @@ def make_engine(
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": statement_timeout},
+            pool_size=POOL_SIZE,
+            max_overflow=MAX_OVERFLOW,
             pool_timeout=pool_timeout,
         )
         _sqlite_transactions(engine, file_backed=bool(parsed.database) and parsed.database != ":memory:")

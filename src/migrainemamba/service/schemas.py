@@ -287,6 +287,13 @@ class LogHistory(BaseModel):
 # ------------------------------------------------------------ predictions
 
 
+RISK_LEVEL_BASIS = (
+    "risk_level is absolute (the chance that an attack starts today, against the service's "
+    "thresholds): it is what decides whether to keep treatment at hand, and what accuracy is "
+    "scored on. relative_level says whether today is unusual for this person."
+)
+
+
 class TriggerOut(BaseModel):
     group: str = Field(description="habit group (features.triggers.GROUP_NAMES)")
     name: str
@@ -322,6 +329,18 @@ class PredictionOut(ResponseModel):
     actual_outcome: bool | None = None
     actual_onset: bool | None = None
     was_correct: bool | None = None
+    usual_probability: float | None = Field(
+        None,
+        description="the person's usual day: mean of their forecasts of the 30 days before (null: none yet)",
+    )
+    relative_risk: float | None = Field(None, description="probability / usual_probability")
+    relative_level: Literal["lower than usual", "usual", "higher than usual"] | None = Field(
+        None, description="today against the person's usual day (x0.8 / x1.25 bounds)"
+    )
+    risk_level_basis: str = Field(
+        RISK_LEVEL_BASIS,
+        description="what drives risk_level and why",
+    )
     created_at: datetime
     updated_at: datetime
 

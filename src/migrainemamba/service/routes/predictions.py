@@ -12,6 +12,7 @@ from migrainemamba.service.db import SessionDep, begin_writer
 from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep, authorize
 from migrainemamba.service.forecasting import logs_frame, users_frame
 from migrainemamba.service.insights import forecast_recommendations
+from migrainemamba.service.models_db import Prediction
 from migrainemamba.service.schemas import (
     IsoDate,
     AccuracyOut,
@@ -107,7 +108,7 @@ def today_forecast(
     stored = crud.get_prediction(session, user.user_id, today)
     if stored is not None and stored.inputs_fingerprint == version:
         response.headers["X-Forecast"] = "stored"
-        return PredictionOut.model_validate(stored)
+        return _with_usual_day(session, stored)
     # compute and store: one writer transaction, the user locked, the check taken again under it
     begin_writer(session)
     user = authorize(session, user.user_id, user.user_id)
@@ -115,7 +116,7 @@ def today_forecast(
     stored = crud.get_prediction(session, user.user_id, today)
     if stored is not None and stored.inputs_fingerprint == version:  # a concurrent request stored it
         response.headers["X-Forecast"] = "stored"
-        return PredictionOut.model_validate(stored)
+        return _with_usual_day(session, stored)
     users = users_frame(user)
     logs = logs_frame(crud.all_logs(session, user.user_id, end=today))
     forecast = forecaster.forecast(users, logs, today, inputs_fingerprint=version)
@@ -126,6 +127,13 @@ def today_forecast(
     row = crud.save_prediction(session, forecast, recommendations)
     crud.score_predictions(session, user, [today], settings, logs=logs)
     crud.refresh_progress(session, user, forecaster)
+    out = _with_usual_day(session, row)
     session.commit()
     response.headers["X-Forecast"] = "new"
-    return PredictionOut.model_validate(row)
+    return out
+
+
+def _with_usual_day(session: SessionDep, row: Prediction) -> PredictionOut:
+    out = PredictionOut.model_validate(row)
+    usual = crud.usual_probability(session, row.user_id, row.date)
+    return out.model_copy(update=crud.relative_to_usual(row.probability, usual))
