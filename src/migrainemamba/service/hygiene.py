@@ -59,8 +59,10 @@ def _describe_char(char: str) -> str:
 
 def _echo(value: Any) -> Any:
     """A JSON-safe, bounded echo of an input value."""
-    if value is None or isinstance(value, bool | int):
-        return value if not isinstance(value, int) or abs(value) < 10**15 else str(value)[:MAX_ECHO_CHARS]
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):  # a huge integer echoes as its size (str() of it may even fail)
+        return value if abs(value) < 10**15 else f"<integer of {value.bit_length()} bits>"
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, _NonFinite):
