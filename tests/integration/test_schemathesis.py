@@ -12,13 +12,12 @@ the generated id (unknown user: 404, someone else's: 403). The only check is
 from __future__ import annotations
 
 import os
-
 from datetime import date, timedelta
 
 import pytest
 import schemathesis
-from hypothesis import strategies as st
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 

@@ -28,7 +28,6 @@ import pytest
 
 from migrainemamba.features import phase_of
 from tests.integration.server_support import (
-    Server,
     pg_available,
     private_postgres,
     running_server,

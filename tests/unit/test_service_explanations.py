@@ -10,6 +10,7 @@ clinical prior in the forecast and in the insights.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ CLAIMED = ("cycle", "attacks", "weather", "sleep", "stress", "alcohol", "prodrom
 
 class EverythingRaisesRisk:
     name = "claims"
-    odds_ratios = {"perimenstrual": 2.04, "heavy_alcohol": 2.08, "stress_letdown": 1.7, "pressure_drop": 1.15}
+    odds_ratios: ClassVar[dict[str, float]] = {"perimenstrual": 2.04, "heavy_alcohol": 2.08, "stress_letdown": 1.7, "pressure_drop": 1.15}
 
     def fit(self, train, valid=None):
         pass

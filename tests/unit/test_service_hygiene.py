@@ -9,7 +9,14 @@ from pydantic import ValidationError
 
 from migrainemamba.service.app import create_app
 from migrainemamba.service.settings import Settings
-from tests.unit.test_service_support import PROFILE, TODAY, full_day, make_client, make_settings, onboard
+from tests.unit.test_service_support import (
+    PROFILE,
+    TODAY,
+    full_day,
+    make_client,
+    make_settings,
+    onboard,
+)
 
 JSON = {"Content-Type": "application/json"}
 

@@ -128,7 +128,7 @@ def contract_annotation(column: Column) -> Any:
         constraints["pattern"] = NO_CONTROL_CHARACTERS
         constraints["min_length"] = 1
         constraints["max_length"] = STRING_LENGTHS.get(column.name, 255)
-    return Annotated[tuple([base, Field(**constraints), *validators])]  # type: ignore[return-value]
+    return Annotated[(base, Field(**constraints), *validators)]  # type: ignore[return-value]
 
 
 def contract_fields(columns: tuple[Column, ...], mode: Mode) -> dict[str, Any]:

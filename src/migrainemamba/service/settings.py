@@ -17,7 +17,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from migrainemamba.config import repo_root
 
-
 # HS256 keys shorter than this are guessable offline from one token (RFC 7518 asks >= 256 bits)
 MIN_SECRET_LENGTH = 32
 

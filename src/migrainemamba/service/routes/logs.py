@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
@@ -23,10 +22,10 @@ from migrainemamba.service.deps import (
 )
 from migrainemamba.service.schemas import (
     DATE_LIMITS,
-    IsoDate,
     DailyLogOut,
     DailyLogSubmit,
     FieldErrors,
+    IsoDate,
     LogHistory,
     LogSubmitResponse,
     OutcomeUpdate,
@@ -97,8 +96,8 @@ def submit(
 def history(
     user: OwnedUser,
     session: SessionDep,
-    start: IsoDate | None = Query(None, description="first day (ISO date), inclusive"),
-    end: IsoDate | None = Query(None, description="last day (ISO date), inclusive"),
+    start: Annotated[IsoDate | None, Query(description="first day (ISO date), inclusive")] = None,
+    end: Annotated[IsoDate | None, Query(description="last day (ISO date), inclusive")] = None,
     limit: int = Query(90, ge=1, le=1000),
 ) -> LogHistory:
     """Diary days, newest first (``start``/``end`` inclusive)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Query, Response
@@ -14,8 +15,8 @@ from migrainemamba.service.forecasting import logs_frame, users_frame
 from migrainemamba.service.insights import forecast_recommendations
 from migrainemamba.service.models_db import Prediction
 from migrainemamba.service.schemas import (
-    IsoDate,
     AccuracyOut,
+    IsoDate,
     ModelAccuracy,
     PredictionHistory,
     PredictionOut,
@@ -28,8 +29,8 @@ router = APIRouter(prefix="/predictions", tags=["predictions"])
 def history(
     user: OwnedUser,
     session: SessionDep,
-    start: IsoDate | None = Query(None, description="first day (ISO date), inclusive"),
-    end: IsoDate | None = Query(None, description="last day (ISO date), inclusive"),
+    start: Annotated[IsoDate | None, Query(description="first day (ISO date), inclusive")] = None,
+    end: Annotated[IsoDate | None, Query(description="last day (ISO date), inclusive")] = None,
     limit: int = Query(90, ge=1, le=1000),
 ) -> PredictionHistory:
     """Stored forecasts, newest first, with their outcomes once reported."""
