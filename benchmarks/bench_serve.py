@@ -50,6 +50,7 @@ from migrainemamba.service.settings import without_service_settings
 
 RESULTS = Path(__file__).parent / "results" / "serve.json"
 SERVICE = "migrainemamba.service.service:MigraineMamba"
+OPERATOR_TOKEN = "benchmark-operator-token-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -63,6 +64,7 @@ def start_server(work: Path, routing: Path | None, port: int) -> subprocess.Pope
     env |= {
         "DATABASE_URL": f"sqlite:///{work / 'service.db'}",
         "SECRET_KEY": "benchmark-secret-key-0123456789abcdef0123",
+        "OPERATOR_TOKEN": OPERATOR_TOKEN,
         "TIMEZONE": "UTC",
         "BENTOML_HOME": str(work / "bentoml_home"),
         "BENTOML_DO_NOT_TRACK": "true",
@@ -234,7 +236,8 @@ async def bench(args: argparse.Namespace, base: str) -> dict[str, Any]:
         health = await run_closed_loop(
             client, healthz, args.requests, args.concurrency, args.max_seconds
         )
-        ready = (await client.get("/api/v1/ready")).json()
+        operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        ready = (await client.get("/api/v1/ready", headers=operator)).json()
     return {
         "seed_seconds": round(seeded, 1),
         **first,

@@ -64,6 +64,7 @@ def _everything_named(client, headers, user_id):
     named = {t["group"] for t in forecast["top_triggers"]}
     named |= {r["group"] for r in forecast["recommendations"]}
     named |= {t["group"] for t in triggers["model_triggers"]} | set(triggers["top_triggers"])
+    named |= {t["group"] for t in triggers["diary_triggers"]}
     named |= {r["group"] for r in recs["recommendations"]}
     return named, forecast, triggers, recs
 

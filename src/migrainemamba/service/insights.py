@@ -171,9 +171,14 @@ def triggers(
     logged = [d for d in logs["date"].to_list() if start <= d <= today]
     recent = logs.filter(pl.col("date") <= today)
     model_items, explained = model_triggers(forecaster, users, recent, logged)
-    diary_items = diary_triggers(users, recent)
-    route = forecaster.route(_current_phase(recent, today))
     has_cycle = bool(users["has_menstrual_cycle"][0])
+    # only triggers that applied on some day of this person's diary (never a cycle without one)
+    diary_items = [
+        t
+        for t in diary_triggers(users, recent)
+        if t["days_present"] > 0 and (has_cycle or t["group"] != "cycle")
+    ]
+    route = forecaster.route(_current_phase(recent, today))
     return {
         "user_id": user_id,
         "window_days": window_days,
