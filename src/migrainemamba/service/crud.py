@@ -32,7 +32,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import polars as pl
-from sqlalchemy import func, select
+from sqlalchemy import Boolean, Integer, case, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -195,25 +195,28 @@ def all_logs(session: Session, user_id: str, end: date | None = None) -> Sequenc
 # ------------------------------------------------------------ predictions
 
 
+def _comparable(column: Any) -> Any:
+    """A column MAX() works on in every backend (PostgreSQL has no max(boolean))."""
+    return cast(column, Integer) if isinstance(column.type, Boolean) else column
+
+
 def forecast_inputs_version(session: Session, user: User, day: date, forecaster: Forecaster) -> str:
     """A cheap fingerprint of everything the forecast of ``day`` reads (no diary is loaded).
 
-    Two small queries: count and latest ``updated_at`` of the diary days before ``day`` (any
-    edit, insert or removal of an earlier day changes them), and ``day``'s own morning fields
+    One aggregate statement: count and latest ``updated_at`` of the diary days before ``day``
+    (any edit, insert or removal of an earlier day changes them), and ``day``'s own morning fields
     (its day fields and outcome are not inputs). With the user's contract values and the
     model routed for the phase, that is what the forecast sees; it changes when they change.
     """
-    n_before, last_update = session.execute(
-        select(func.count(), func.max(DailyLog.updated_at)).where(
-            DailyLog.user_id == user.user_id, DailyLog.date < day
-        )
+    before, on_day = DailyLog.date < day, DailyLog.date == day
+    n_before, last_update, *morning = session.execute(  # one statement
+        select(
+            func.count(case((before, 1))),
+            func.max(case((before, DailyLog.updated_at))),
+            *(func.max(case((on_day, _comparable(getattr(DailyLog, f))))) for f in MORNING_FIELDS),
+        ).where(DailyLog.user_id == user.user_id, DailyLog.date <= day)
     ).one()
-    morning = session.execute(
-        select(*(getattr(DailyLog, f) for f in MORNING_FIELDS)).where(
-            DailyLog.user_id == user.user_id, DailyLog.date == day
-        )
-    ).first()
-    morning_values = None if morning is None or all(v is None for v in morning) else list(morning)
+    morning_values = None if all(v is None for v in morning) else [str(v) for v in morning]
     route = forecaster.route(phase_of(int(n_before) + 1))
     profile = [getattr(user, c.name) for c in USER_COLUMNS]
     return fingerprint(
@@ -264,16 +267,31 @@ USUAL_DAY_WINDOW = 30
 LOWER_THAN_USUAL, HIGHER_THAN_USUAL = 0.8, 1.25
 
 
+def _usual_probability_query(user_id: str, day: date) -> Any:
+    return select(func.avg(Prediction.probability)).where(
+        Prediction.user_id == user_id,
+        Prediction.date < day,
+        Prediction.date >= day - timedelta(days=USUAL_DAY_WINDOW),
+    )
+
+
 def usual_probability(session: Session, user_id: str, day: date) -> float | None:
     """The person's usual day: the mean of their stored forecasts of the 30 days before ``day``."""
-    value = session.scalar(
-        select(func.avg(Prediction.probability)).where(
-            Prediction.user_id == user_id,
-            Prediction.date < day,
-            Prediction.date >= day - timedelta(days=USUAL_DAY_WINDOW),
-        )
-    )
+    value = session.scalar(_usual_probability_query(user_id, day))
     return None if value is None else float(value)
+
+
+def get_prediction_and_usual(
+    session: Session, user_id: str, day: date
+) -> tuple[Prediction | None, float | None]:
+    """The stored forecast of ``day`` and the person's usual day, in one statement."""
+    usual = _usual_probability_query(user_id, day).scalar_subquery()
+    found = session.execute(
+        select(Prediction, usual).where(Prediction.user_id == user_id, Prediction.date == day)
+    ).first()
+    if found is None:
+        return None, None
+    return found[0], None if found[1] is None else float(found[1])
 
 
 def relative_to_usual(probability: float, usual: float | None) -> dict[str, Any]:

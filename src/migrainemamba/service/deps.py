@@ -25,7 +25,8 @@ from migrainemamba.service.security import InvalidToken, verify_access_token
 from migrainemamba.service.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # the light dependencies are async: no thread-pool hop each (they do no I/O once started)
     runtime = request.app.state.runtime
     runtime.start()
     return runtime
@@ -34,11 +35,11 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
-def get_forecaster(runtime: RuntimeDep) -> Forecaster:
+async def get_forecaster(runtime: RuntimeDep) -> Forecaster:
     return runtime.forecaster
 
 
@@ -46,7 +47,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ForecasterDep = Annotated[Forecaster, Depends(get_forecaster)]
 
 
-def get_today(settings: SettingsDep) -> date:
+async def get_today(settings: SettingsDep) -> date:
     """'Today' in the service's TIMEZONE (tests override this dependency)."""
     return datetime.now(ZoneInfo(settings.timezone)).date()
 
@@ -56,7 +57,7 @@ TodayDep = Annotated[date, Depends(get_today)]
 _bearer = HTTPBearer(auto_error=False, description="the access_token returned by onboarding")
 
 
-def get_token_subject(
+async def get_token_subject(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:

@@ -106,10 +106,10 @@ def today_forecast(
     recomputed and replaces the stored one (``X-Forecast: new``).
     """
     version = crud.forecast_inputs_version(session, user, today, forecaster)
-    stored = crud.get_prediction(session, user.user_id, today)
+    stored, usual = crud.get_prediction_and_usual(session, user.user_id, today)
     if stored is not None and stored.inputs_fingerprint == version:
         response.headers["X-Forecast"] = "stored"
-        return _with_usual_day(session, stored)
+        return _with_usual_day(session, stored, usual)
     # compute and store: one writer transaction, the user locked, the check taken again under it
     begin_writer(session)
     user = authorize(session, user.user_id, user.user_id)
@@ -134,7 +134,9 @@ def today_forecast(
     return out
 
 
-def _with_usual_day(session: SessionDep, row: Prediction) -> PredictionOut:
+def _with_usual_day(session: SessionDep, row: Prediction, usual: float | None = None) -> PredictionOut:
+    """The forecast with its usual-day comparison (``usual`` when already read, else read now)."""
     out = PredictionOut.model_validate(row)
-    usual = crud.usual_probability(session, row.user_id, row.date)
+    if usual is None:
+        usual = crud.usual_probability(session, row.user_id, row.date)
     return out.model_copy(update=crud.relative_to_usual(row.probability, usual))
