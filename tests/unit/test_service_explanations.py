@@ -122,3 +122,23 @@ def test_risk_is_shown_absolutely_and_against_the_usual_day(client):
     first = client.get(f"/predictions/{user_id}", headers=headers).json()
     assert first["usual_probability"] is None and first["relative_level"] is None  # no usual day yet
     assert "absolute" in first["risk_level_basis"]
+
+
+def test_relative_level_compares_with_the_persons_usual_day(tmp_path):
+    """Forecasts stored on earlier days make the usual day; today's is compared with it."""
+    settings = make_settings(tmp_path)
+    model = EverythingRaisesRisk()
+    routes = {p: Route(p, "claims", "1", model) for p in PHASES}
+    forecaster = Forecaster(routes, settings, source="test")
+    user_id = headers = None
+    for offset in (3, 2, 1, 0):
+        with make_client(settings, today=TODAY - timedelta(days=offset), forecaster=forecaster) as client:
+            if user_id is None:
+                user_id, headers = onboard(client)
+            body = full_day(user_id, TODAY - timedelta(days=offset + 1))
+            assert client.post("/logs/submit", json=body, headers=headers).status_code == 201
+            forecast = client.get(f"/predictions/{user_id}", headers=headers).json()
+    # the model says 0.2 every day: today is the person's usual day
+    assert forecast["usual_probability"] == pytest.approx(0.2)
+    assert forecast["relative_risk"] == pytest.approx(1.0) and forecast["relative_level"] == "usual"
+    assert forecast["risk_level"] == "moderate"  # absolute, from the thresholds (0.20 <= p < 0.35)

@@ -111,10 +111,10 @@ class Runtime:
         return self._migrated
 
     def wait_migrated(self, timeout: float) -> bool:
-        """Block until migrated (tests, scripts); False after ``timeout`` seconds."""
+        """Block until the first migration attempt is over (tests, scripts): True if migrated."""
         self.start()
-        if self._migrator is not None:
-            self._migrator.join(timeout)
+        if not self._migrated:
+            self._first_attempt.wait(timeout)
         return self._migrated
 
     def require_database(self) -> None:
