@@ -188,6 +188,7 @@ def log_evidence(rows: Rows, post: Posterior, prior_mean: np.ndarray, prior_var:
 
 @dataclass
 class EmpiricalBayes:
+    prior_mean: np.ndarray
     prior_var: np.ndarray
     iterations: int
     log_evidence: list[float]
@@ -199,21 +200,26 @@ def empirical_bayes(
     init_var: np.ndarray,
     max_iter: int = 60,
     rtol: float = 1e-4,
+    estimate_mean: np.ndarray | None = None,
 ) -> EmpiricalBayes:
-    """Prior variances maximising the cohort's Laplace marginal likelihood (MacKay's fixed point).
+    """Prior variances (and, where ``estimate_mean``, means) maximising the cohort's Laplace
+    marginal likelihood (MacKay's fixed point).
 
     With gamma_uk = 1 - S_ukk / tau_k^2 (how much person u's data determine b_uk),
-    tau_k^2 <- sum_u (m_uk - mu_k)^2 / sum_u gamma_uk, iterated with warm-started refits.
-    Only people with rows count.
+    tau_k^2 <- sum_u (m_uk - mu_k)^2 / sum_u gamma_uk, iterated with warm-started refits;
+    an estimated mean is the average posterior mean. Only people with rows count.
     """
     has = np.bincount(rows.group, minlength=rows.n_groups) > 0
     var = np.asarray(init_var, float).copy()
+    prior_mean = np.asarray(prior_mean, float).copy()
+    free_mean = np.zeros(len(var), bool) if estimate_mean is None else np.asarray(estimate_mean, bool)
     mean = None
     trace: list[float] = []
     for iteration in range(1, max_iter + 1):
         post = fit_laplace(rows, prior_mean, var, init=mean)
         mean = post.mean
         trace.append(log_evidence(rows, post, prior_mean, var))
+        prior_mean = np.where(free_mean, post.mean[has].mean(axis=0), prior_mean)
         dev2 = ((post.mean - prior_mean) ** 2)[has].sum(axis=0)
         gamma = (1.0 - np.diagonal(post.cov, axis1=1, axis2=2)[has] / var).sum(axis=0)
         new = np.clip(dev2 / np.maximum(gamma, 1e-9), MIN_PRIOR_VAR, MAX_PRIOR_VAR)
@@ -222,4 +228,4 @@ def empirical_bayes(
         if change < rtol:
             break
     log.info("empirical Bayes: prior sd %s after %d iterations (log evidence %.1f)", np.round(np.sqrt(var), 3), iteration, trace[-1])
-    return EmpiricalBayes(var, iteration, trace)
+    return EmpiricalBayes(prior_mean, var, iteration, trace)

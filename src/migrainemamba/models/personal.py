@@ -61,6 +61,7 @@ LOGIT_CLIP = 1e-6
 # strongly *this* person's onsets follow their prodrome symptoms or their own recent attack.
 EXTRA_TERMS: dict[str, pl.Expr] = {
     "prodrome_yesterday": pl.col("prodrome_count_yesterday").fill_null(0) >= 1,
+    "prodrome_2plus_yesterday": pl.col("prodrome_count_yesterday").fill_null(0) >= 2,
     "recent_attack": pl.col("days_since_last_attack").fill_null(99) <= 3,
 }
 
@@ -77,6 +78,7 @@ class PersonalConfig:
 
     triggers: tuple[str, ...] = tuple(TRIGGER_INDICATORS)
     extra_terms: tuple[str, ...] = ()
+    level: bool = True  # a personal level term on top of the offset's own (14-day) personal rate
     refit_every_days: int = 7
     min_days_logged: int = 30  # forecasts for days 1..30 stay the population's
     moderated: bool = False  # plug-in posterior mean, or MacKay's moderated predictive
@@ -98,12 +100,12 @@ class PersonalConfig:
 
     @property
     def terms(self) -> tuple[str, ...]:
-        return (LEVEL, *self.triggers, *self.extra_terms)
+        return ((LEVEL,) if self.level else ()) + (*self.triggers, *self.extra_terms)
 
 
 def design(features: pl.DataFrame, config: PersonalConfig) -> np.ndarray:
-    """(rows, K) design: 1 for the level, the trigger indicators, the extra terms."""
-    parts = [np.ones((features.height, 1))]
+    """(rows, K) design: 1 for the level (if any), the trigger indicators, the extra terms."""
+    parts = [np.ones((features.height, 1))] if config.level else [np.empty((features.height, 0))]
     if config.triggers:
         parts.append(trigger_indicators(features, list(config.triggers)).to_numpy())
     if config.extra_terms:
