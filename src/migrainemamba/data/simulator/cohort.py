@@ -101,8 +101,44 @@ def _solve_alpha(target: np.ndarray, lp_rest: np.ndarray, mask: np.ndarray | Non
     return alpha
 
 
+@dataclass
+class SimulationInternals:
+    """What the simulator knows beyond the tables (for ceilings that rerun its oracle)."""
+
+    people: _People
+    expo: Exposures
+    inputs: AttackInputs
+    history: AttackHistory
+    sensitive: dict[str, np.ndarray]
+    log_or: dict[str, np.ndarray]
+    burst_correction: np.ndarray  # (U,) subtracted from alpha so clustering keeps the target rate
+    onset_target: np.ndarray  # (U,) onset rate per eligible day aimed at
+    calibration_eligible: np.ndarray  # (U, T) eligible days of the calibration pass (alpha's mask)
+    state: np.ndarray
+    prone: np.ndarray
+    bursty: np.ndarray
+    cycles: object
+    start: date
+    rng_diary: np.random.Generator
+    rng_detail: np.random.Generator
+
+
 def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCohort:
     """Simulate `cfg.n_users` people over `cfg.n_days` days; deterministic given `cfg.seed`."""
+    sim = simulate_internals(cfg, progress)
+    people, history = sim.people, sim.history
+    n_users, n_days = cfg.n_users, BURN_IN_DAYS + cfg.n_days
+    diary = _diary_mask(sim.rng_diary, cfg, n_users, n_days)
+    return SimulatedCohort(
+        users=_users_table(cfg, people, sim.cycles, sim.start, sim.inputs, history),
+        daily_logs=_daily_logs_table(sim.rng_detail, cfg, people, sim.expo, history, diary, sim.start),
+        truth_users=_truth_users_table(cfg, people, sim.sensitive, sim.log_or, sim.prone, sim.bursty, sim.inputs, history),
+        truth_days=_truth_days_table(cfg, people, sim.expo, history, sim.state, diary, sim.start),
+    )
+
+
+def simulate_internals(cfg: SimulatorConfig, progress: bool = False) -> SimulationInternals:
+    """The simulation itself (people, exposures, sensitivities, attacks), before the tables."""
     seeds = np.random.SeedSequence(cfg.seed).spawn(8)
     rng_people, rng_calendar, rng_expo, rng_effects, rng_attacks, rng_diary, rng_detail, _ = (
         np.random.default_rng(s) for s in seeds
@@ -190,13 +226,11 @@ def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCo
     without_burst = np.nanmean(np.where(first.eligible, expit(inputs.alpha[:, None] + lp_rest), np.nan), axis=1)
     inputs.alpha = _solve_alpha(q, lp_rest, first.eligible) - np.log(with_burst / without_burst)
     history = run_attack_process(inputs, with_oracle=True, progress=progress)
-
-    diary = _diary_mask(rng_diary, cfg, n_users, n_days)
-    return SimulatedCohort(
-        users=_users_table(cfg, people, cycles, start, inputs, history),
-        daily_logs=_daily_logs_table(rng_detail, cfg, people, expo, history, diary, start),
-        truth_users=_truth_users_table(cfg, people, sensitive, log_or, prone, bursty, inputs, history),
-        truth_days=_truth_days_table(cfg, people, expo, history, state, diary, start),
+    return SimulationInternals(
+        people=people, expo=expo, inputs=inputs, history=history, sensitive=sensitive, log_or=log_or,
+        burst_correction=np.log(with_burst / without_burst), onset_target=q,
+        calibration_eligible=first.eligible, state=state, prone=prone,
+        bursty=bursty, cycles=cycles, start=start, rng_diary=rng_diary, rng_detail=rng_detail,
     )
 
 
