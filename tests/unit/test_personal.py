@@ -200,3 +200,30 @@ def test_n_of_1_map_counts_the_evidence():
     # 4/8 onsets when exposed vs 0/32 otherwise: a clear trigger even for N-of-1
     assert m["class"][0] == "trigger" and m["lo"][0] > 0
     assert users.height == 1
+
+
+def test_diary_bayes_reference_is_the_oracle_when_it_knows_the_sensitivities():
+    from migrainemamba.data.simulator.cohort import simulate_internals
+    from migrainemamba.evaluation.diary_bayes import ReferenceInputs, _filter, diary_bayes_reference
+
+    cfg = simulator_config(n_users=30, n_days=60, seed=9)
+    sim = simulate_internals(cfg)
+    people = np.arange(8)
+    known = [t.name for t in cfg.triggers if t.timing == "known"]
+    same = [t.name for t in cfg.triggers if t.timing == "same_day"]
+    true = ReferenceInputs(
+        people,
+        sim.inputs.alpha[people],
+        sum(sim.log_or[k][people][:, None] * sim.expo.indicators[k][people] for k in known),
+        np.stack([sim.log_or[k][people] for k in same], axis=1),
+    )
+    forecast, _, _ = _filter(sim, true, np.ones(true.known_lp.shape, bool), 1)
+    eligible = sim.history.eligible[people]  # the oracle forecasts only days an attack may start
+    np.testing.assert_allclose(forecast[eligible], sim.history.p_oracle[people][eligible], atol=1e-12)
+    # with sensitivities drawn from the prior, a proper forecast that tracks the oracle
+    cohort = simulate_cohort(cfg)
+    ref = diary_bayes_reference(cfg, sim, ["u00000", "u00001"], cohort.truth_days.select("user_id", "date", "logged"), n_draws=64)
+    joined = ref.join(cohort.truth_days, on=["user_id", "date"]).drop_nulls("p_oracle")
+    assert joined.height > 50 and joined["p_reference"].is_between(0, 1).all()
+    assert joined.select(pl.corr("p_reference", "p_oracle")).item() > 0.8
+    assert (joined["ess"] <= 64 + 1e-9).all() and (joined["ess"] >= 1).all()

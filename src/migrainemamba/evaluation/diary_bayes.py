@@ -71,8 +71,10 @@ def _draws(cfg: SimulatorConfig, sim: SimulationInternals, people: np.ndarray, n
     return ReferenceInputs(person, alpha, known_lp, same_beta)
 
 
-def _filter(sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, n_draws: int) -> tuple[np.ndarray, np.ndarray]:
-    """Reference forecasts (P, T) and effective sample sizes (P, T) for the P people of ``ref``."""
+def _filter(sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, n_draws: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reference forecasts (P, T), effective sample sizes (P, T) and the same forecasts with the
+    prior's weights (no learning from the diary: what the reference knows on day 1) for the P
+    people of ``ref``."""
     inp, hist = sim.inputs, sim.history
     person = ref.person
     n, n_days = ref.known_lp.shape
@@ -86,6 +88,7 @@ def _filter(sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, 
     belief = prior2[:, :, None] * prior2[:, None, :]
     log_w = np.zeros(n)
     forecast = np.full((n_people, n_days), np.nan)
+    unlearned = np.full((n_people, n_days), np.nan)
     ess = np.full((n_people, n_days), np.nan)
     last_attack = np.full(n, -10_000)
     attack, onset, eligible = hist.attack[person], hist.onset[person], hist.eligible[person]
@@ -100,6 +103,7 @@ def _filter(sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, 
         w = np.exp((log_w - log_w.reshape(n_people, n_draws).max(axis=1).repeat(n_draws))).reshape(n_people, n_draws)
         w /= w.sum(axis=1, keepdims=True)
         forecast[:, t] = (w * p_draw.reshape(n_people, n_draws)).sum(axis=1)
+        unlearned[:, t] = p_draw.reshape(n_people, n_draws).mean(axis=1)
         ess[:, t] = 1.0 / (w**2).sum(axis=1)
         # the realised outcome's likelihood under each draw, then the oracle's state update
         realised_same = (same_bits[:, t, :] * ref.same_beta).sum(axis=1)
@@ -113,7 +117,7 @@ def _filter(sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, 
         belief = (prior2 * like_sym)[:, :, None] * b1[:, None, :]
         belief /= belief.sum(axis=(1, 2), keepdims=True)
         last_attack = np.where(attack[:, t], t, last_attack)
-    return forecast, ess
+    return forecast, ess, unlearned
 
 
 def diary_bayes_reference(
@@ -125,7 +129,7 @@ def diary_bayes_reference(
     chunk_people: int = 40,
     seed: int = 0,
 ) -> pl.DataFrame:
-    """``user_id, date, p_reference, ess`` for every diary-period day of ``user_ids``.
+    """``user_id, date, p_reference, p_reference_unlearned, ess`` for every diary-period day of ``user_ids``.
 
     ``logged``: the truth_days columns ``user_id, date, logged`` (which days count as the diary).
     """
@@ -143,7 +147,7 @@ def diary_bayes_reference(
             t = (day - start).days - int(sim.people.enrol_offset[people[offsets[uid]]])
             mask[offsets[uid], t] = True
         ref = _draws(cfg, sim, people, n_draws, seed + lo)
-        forecast, ess = _filter(sim, ref, np.repeat(mask, n_draws, axis=0), n_draws)
+        forecast, ess, unlearned = _filter(sim, ref, np.repeat(mask, n_draws, axis=0), n_draws)
         for j, uid in enumerate(ids):
             first = start + timedelta(days=int(sim.people.enrol_offset[people[j]]))
             days = np.arange(BURN_IN_DAYS, n_days)
@@ -153,9 +157,10 @@ def diary_bayes_reference(
                         "user_id": [uid] * len(days),
                         "date": [first + timedelta(days=int(t)) for t in days],
                         "p_reference": forecast[j, days],
+                        "p_reference_unlearned": unlearned[j, days],
                         "ess": ess[j, days],
                     }
                 )
             )
         log.info("diary-Bayes reference: %d/%d people", min(lo + chunk_people, len(index)), len(index))
-    return pl.concat(frames).with_columns(pl.col("p_reference").fill_nan(None))
+    return pl.concat(frames).with_columns(pl.col("p_reference", "p_reference_unlearned").fill_nan(None))

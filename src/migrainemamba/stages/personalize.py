@@ -261,16 +261,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             ref.write_parquet(out_dir / "reference.parquet")
             users = ref["user_id"].unique()
             sub = preds.filter((pl.col("split") == "test") & pl.col("user_id").is_in(users.implode()))
-            ref_rows = sub.filter(pl.col("model") == "foundation").join(ref.select("user_id", "date", "p_reference"), on=["user_id", "date"], how="left")
-            sub = pl.concat([sub, ref_rows.with_columns(model=pl.lit("diary_bayes"), p=pl.col("p_reference")).drop("p_reference")])
+            ref_rows = sub.filter(pl.col("model") == "foundation").join(
+                ref.select("user_id", "date", "p_reference", "p_reference_unlearned"), on=["user_id", "date"], how="left"
+            )
+            sub = pl.concat(
+                [
+                    sub,
+                    ref_rows.with_columns(model=pl.lit("diary_bayes"), p=pl.col("p_reference")).drop("p_reference", "p_reference_unlearned"),
+                    # the same reference without learning from the diary (prior weights): what learning adds
+                    ref_rows.with_columns(model=pl.lit("diary_bayes_unlearned"), p=pl.col("p_reference_unlearned")).drop(
+                        "p_reference", "p_reference_unlearned"
+                    ),
+                ]
+            )
             ref_scores = score_predictions(sub.with_columns(phase=pl.col("bin")).drop_nulls("phase"), n_boot, seed, phases=bins)
             ref_scores_31 = score_predictions(sub, n_boot, seed, phases=["31+"])
             gap = {}
             for phase, models in (ref_scores_31["all"] | ref_scores["all"]).items():
-                f, p, r = (models.get(m, {}).get("within_person_risk_corr") for m in ("foundation", "personal", "diary_bayes"))
-                if None not in (f, p, r):
+                f, p, r, u = (
+                    models.get(m, {}).get("within_person_risk_corr") for m in ("foundation", "personal", "diary_bayes", "diary_bayes_unlearned")
+                )
+                if None not in (f, p, r, u):
                     gap[phase] = {
                         "foundation": round(f, 4), "personal": round(p, 4), "diary_bayes": round(r, 4),
+                        "diary_bayes_unlearned": round(u, 4),
+                        "learning_gain_of_reference": round(r - u, 4),
+                        "learning_gain_of_personal": round(p - f, 4),
                         "oracle": round(models["personal"].get("oracle_within_person_risk_corr", float("nan")), 4),
                         "share_captured": round((p - f) / (r - f), 3) if r != f else None,
                         "n_users": int(models["personal"]["n_users"]),
