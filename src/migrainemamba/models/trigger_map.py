@@ -92,7 +92,7 @@ class MapRows:
         """Rows among each person's first ``horizon`` logged days (optionally only ``users``)."""
         keep = self.days_logged_before < horizon
         if users is not None:
-            keep &= np.isin(self.user_ids[self.group], users)
+            keep &= np.isin(self.group, np.flatnonzero(np.isin(self.user_ids, users)))
         kept_users, group = np.unique(self.group[keep], return_inverse=True)
         return MapRows(
             self.user_ids[kept_users], group, self.exposures[keep], self.y[keep], self.days_logged_before[keep], self.level_offset[kept_users]

@@ -229,7 +229,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         maps_cold = _maps(all_rows.upto(10**9, cold), prior, horizons, logged)
         metrics: dict[str, Any] = {}
         if cohort.truth_users is not None:
-            maps_warm = _maps(all_rows.upto(10**9, warm), prior, horizons, logged)
+            # the rule is chosen at the rule horizon only
+            maps_warm = _maps(all_rows.upto(10**9, warm), prior, (int(tcfg["rule_horizon"]),), logged)
             rule, rule_curve = _choose_rule(maps_warm, cohort.truth_users, tcfg)
             rule_curve.write_parquet(out_dir / "rule_curve_training_people.parquet")
         else:
