@@ -94,12 +94,18 @@ def _group_matrix(group: np.ndarray, n_groups: int) -> sp.csr_matrix:
 
 def data_terms(rows: Rows, mean: np.ndarray, members: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per person at ``mean``: log likelihood (U,), gradient (U, K) and Hessian (U, K, K) of -log lik."""
-    g = members if members is not None else _group_matrix(rows.group, rows.n_groups)
     eta = rows.offset + np.einsum("rk,rk->r", rows.x, mean[rows.group])
     p = sigmoid(eta)
     w = p * (1.0 - p)
     # log sigmoid(+-eta), stable
     loglik = rows.y * eta - np.logaddexp(0.0, eta)
+    if rows.n_groups == 1:  # one person (the service): dense products, no sparse overhead
+        return (
+            np.array([loglik.sum()]),
+            (rows.x.T @ (p - rows.y))[None, :],
+            (rows.x.T @ (rows.x * w[:, None]))[None, :, :],
+        )
+    g = members if members is not None else _group_matrix(rows.group, rows.n_groups)
     ll = np.asarray(g @ loglik).ravel()
     grad = np.asarray(g @ (rows.x * (p - rows.y)[:, None]))
     k = rows.x.shape[1]
