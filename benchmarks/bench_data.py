@@ -16,7 +16,8 @@ from pathlib import Path
 
 from migrainemamba.config import load_config, to_dict
 from migrainemamba.data.simulator import SimulatorConfig, simulate_cohort
-from migrainemamba.features import build_features, build_sequence_data
+from migrainemamba.features import build_features
+from migrainemamba.features.sequences import build_sequence_data
 from migrainemamba.pipeline import write_json
 from migrainemamba.runtime import configure_entry_point
 

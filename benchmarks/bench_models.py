@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 from migrainemamba.config import load_config
-from migrainemamba.data.stage import run_prepare
-from migrainemamba.evaluation.stage import run_evaluate
-from migrainemamba.features.stage import run_features
-from migrainemamba.models.foundation_stage import run_foundation
 from migrainemamba.pipeline import write_json
 from migrainemamba.runtime import configure_entry_point
+from migrainemamba.stages.evaluate import run as run_evaluate
+from migrainemamba.stages.features import run as run_features
+from migrainemamba.stages.foundation import run as run_foundation
+from migrainemamba.stages.prepare import run as run_prepare
 
 RESULTS = Path(__file__).parent / "results" / "models.json"
 

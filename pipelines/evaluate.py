@@ -1,7 +1,7 @@
-"""DVC stage `evaluate`: score every model family on held-out days -> metrics/evaluate.json."""
+"""DVC stage `evaluate`: score every model family on held-out days -> data/evaluation/, metrics/evaluate.json."""
 
-from migrainemamba.evaluation.stage import run_evaluate
 from migrainemamba.pipeline import run_stage
+from migrainemamba.stages.evaluate import run
 
 if __name__ == "__main__":
-    run_stage("evaluate", run_evaluate)
+    run_stage("evaluate", run)

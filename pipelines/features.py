@@ -1,7 +1,7 @@
 """DVC stage `features`: forecast features + sequence arrays -> data/features/, metrics/features.json."""
 
-from migrainemamba.features.stage import run_features
 from migrainemamba.pipeline import run_stage
+from migrainemamba.stages.features import run
 
 if __name__ == "__main__":
-    run_stage("features", run_features)
+    run_stage("features", run)

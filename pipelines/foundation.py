@@ -6,8 +6,8 @@ import os
 # With the other core busy, spinning made a 2-thread fit ~7x slower (15 s vs 2.2 s).
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-from migrainemamba.models.foundation_stage import run_foundation
 from migrainemamba.pipeline import run_stage
+from migrainemamba.stages.foundation import run
 
 if __name__ == "__main__":
-    run_stage("foundation", run_foundation)
+    run_stage("foundation", run)

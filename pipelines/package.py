@@ -1,7 +1,7 @@
 """DVC stage `package`: champion per phase -> data/serving/, BentoML store, bento -> metrics/package.json."""
 
-from migrainemamba.packaging import run_package
 from migrainemamba.pipeline import run_stage
+from migrainemamba.stages.package import run
 
 if __name__ == "__main__":
-    run_stage("package", run_package)
+    run_stage("package", run)

@@ -13,8 +13,8 @@ for key, value in {
 }.items():
     os.environ.setdefault(key, value)
 
-from migrainemamba.config import load_config, to_dict  # noqa: E402
-from migrainemamba.data.simulator import SimulatorConfig, simulate_cohort  # noqa: E402
+from migrainemamba.config import load_config, to_dict
+from migrainemamba.data.simulator import SimulatorConfig, simulate_cohort
 
 
 def simulator_config(**overrides) -> SimulatorConfig:

@@ -43,7 +43,7 @@ def git_commit() -> str:
 def pinned_requirements(*distributions: str) -> list[str]:
     """``name==version`` of installed distributions, for ``log_model(pip_requirements=...)``.
 
-    Explicit requirements spare MLflow its inference subprocess (STACK.md); local
+    Explicit requirements spare MLflow its inference subprocess (docs/architecture.md, Machine notes); local
     version labels (torch's ``+cpu``) are dropped so the pin installs anywhere.
     """
     from importlib.metadata import version

@@ -41,12 +41,12 @@ import pytest
 
 from migrainemamba.config import load_config, repo_root, to_dict
 from migrainemamba.data.schema import MORNING_FIELDS, OUTCOME_FIELDS, USER_COLUMNS
-from migrainemamba.evaluation.baselines import RunningBaseRate
-from migrainemamba.evaluation.split import make_split
 from migrainemamba.features import PHASES, build_features, phase_of
 from migrainemamba.models.base import ForecastBatch
+from migrainemamba.models.baselines import RunningBaseRate
 from migrainemamba.models.foundation import FoundationConfig, FoundationModel
 from migrainemamba.service.settings import without_service_settings
+from migrainemamba.split import make_split
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def foundation_dir(small_cohort, work) -> Path:
     """A small foundation model fitted on the evaluation's train split of the small cohort."""
     cfg = load_config()
     features = build_features(small_cohort.users, small_cohort.daily_logs)
-    split = make_split(features, to_dict(cfg.evaluate.split))
+    split = make_split(features, to_dict(cfg.split))
 
     def batch(name: str) -> ForecastBatch:
         rows = split.filter((pl.col("split") == name) & pl.col("scorable") & ~pl.col("cold_start"))
@@ -216,7 +216,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def test_package_stage_builds_a_servable_bento(packaged, foundation_dir):
-    from migrainemamba.selection import tree_sha256
+    from migrainemamba.release.selection import tree_sha256
 
     routing = packaged["routing"]
     assert routing["15-30"] == "base_rate:builtin"

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from migrainemamba.config import load_config, repo_root
-from migrainemamba.data.stage import run_prepare
-from migrainemamba.features.stage import run_features
+from migrainemamba.stages.features import run as run_features
+from migrainemamba.stages.prepare import run as run_prepare
 
 FIXTURES = repo_root() / "tests" / "fixtures" / "diary"
 

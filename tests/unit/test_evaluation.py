@@ -8,14 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from migrainemamba.evaluation.baselines import RunningBaseRate
 from migrainemamba.evaluation.harness import SplitData, predict_test, score_predictions
 from migrainemamba.evaluation.leakage import LeakageError, require_no_leakage
-from migrainemamba.evaluation.metrics import (
-    expected_calibration_error,
-    pooled_auc,
-    within_person_auc,
-)
 from migrainemamba.evaluation.scoring import (
     Scored,
     bootstrap_replicates,
@@ -23,9 +17,15 @@ from migrainemamba.evaluation.scoring import (
     summarize,
     weighted_auc,
 )
-from migrainemamba.evaluation.split import make_split
 from migrainemamba.features import build_features
+from migrainemamba.metrics import (
+    expected_calibration_error,
+    pooled_auc,
+    within_person_auc,
+)
 from migrainemamba.models.base import ForecastBatch
+from migrainemamba.models.baselines import RunningBaseRate
+from migrainemamba.split import make_split
 
 SPLIT = {"holdout_user_share": 0.25, "train_share": 0.55, "valid_share": 0.15, "seed": 1}
 

@@ -1,4 +1,4 @@
-"""Forecast features and diary sequences (DESIGN.md §1): leakage, labels, values, serving."""
+"""Forecast features and diary sequences (docs/architecture.md §1): leakage, labels, values, serving."""
 
 from __future__ import annotations
 
@@ -25,13 +25,15 @@ from migrainemamba.features import (
     FEATURE_COLUMNS,
     FEATURE_DESCRIPTIONS,
     LABEL_COLUMNS,
+    build_features,
+    phase_of,
+)
+from migrainemamba.features.sequences import (
     MORNING_COLUMNS,
     VALUE_COLUMNS,
     SequenceData,
     SequenceWindows,
-    build_features,
     build_sequence_data,
-    phase_of,
 )
 
 START = dt.date(2024, 3, 1)

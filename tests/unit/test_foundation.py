@@ -9,6 +9,7 @@ wrapper must reproduce predictions to 1e-12.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -17,7 +18,6 @@ import pytest
 
 from migrainemamba.config import load_config, to_dict
 from migrainemamba.data.prepare import PreparedCohort
-from migrainemamba.evaluation.split import make_split
 from migrainemamba.features import FEATURE_COLUMNS, build_features
 from migrainemamba.features.triggers import GROUP_NAMES, trigger_indicators
 from migrainemamba.models.base import ForecastBatch, ForecastModel
@@ -28,6 +28,7 @@ from migrainemamba.models.foundation import (
     pyfunc_kwargs,
 )
 from migrainemamba.models.prior import PriorLogistic, fit_calibration, prior_offset, sigmoid
+from migrainemamba.split import make_split
 
 EXACT = 1e-6
 
@@ -42,7 +43,7 @@ def foundation_config(overrides: list[str] = (), **fields) -> FoundationConfig:
 @pytest.fixture(scope="module")
 def split_features(small_cohort) -> pl.DataFrame:
     features = build_features(small_cohort.users, small_cohort.daily_logs)
-    return make_split(features, to_dict(load_config().evaluate.split))
+    return make_split(features, to_dict(load_config().split))
 
 
 def _batch(cohort, split: pl.DataFrame, name: str) -> ForecastBatch:
@@ -239,7 +240,7 @@ def test_config_errors_name_the_problem():
 
 
 def test_stage_writes_model_metrics_plots_and_registers(small_cohort, tmp_path, monkeypatch):
-    from migrainemamba.models.foundation_stage import run_foundation
+    from migrainemamba.stages.foundation import run as run_foundation
 
     PreparedCohort(small_cohort.users, small_cohort.daily_logs, quarantine=pl.DataFrame()).write(
         tmp_path / "prepared"
@@ -269,3 +270,49 @@ def test_stage_writes_model_metrics_plots_and_registers(small_cohort, tmp_path, 
         == metrics["best_iteration"]
     )
     assert len(versions) == 1
+
+
+# ------------------------------------------------------------------ serving without torch
+
+
+SERVE_WITHOUT_TORCH = """
+import json, sys
+from datetime import date, timedelta
+from fastapi.testclient import TestClient
+from migrainemamba.service.app import create_app
+from migrainemamba.service.deps import get_today
+from tests.unit.test_service_support import PROFILE, full_day, make_settings
+tmp = __import__("pathlib").Path(sys.argv[1])
+settings = make_settings(tmp, routing_table_path=tmp / "routing.json")
+app = create_app(settings)
+today = date(2025, 3, 1)
+app.dependency_overrides[get_today] = lambda: today
+with TestClient(app) as client:
+    body = client.post("/users/onboarding", json=PROFILE).json()
+    user, headers = body["user"]["user_id"], {"Authorization": f"Bearer {body['access_token']}"}
+    for back in range(3, 0, -1):
+        r = client.post("/logs/submit", json=full_day(user, today - timedelta(days=back)), headers=headers)
+        assert r.status_code == 201, r.text
+    forecast = client.get(f"/predictions/{user}", headers=headers)
+    assert forecast.status_code == 200, forecast.text
+    print(json.dumps({"model": forecast.json().get("model_name"), "torch": "torch" in sys.modules,
+                      "lightning": "lightning" in sys.modules}))
+"""
+
+
+def test_service_serving_foundation_only_never_imports_torch(fitted, tmp_path):
+    """docs/architecture.md: the service imports torch only when a torch model is routed."""
+    import json
+    import subprocess
+    import sys
+
+    fitted.save(tmp_path / "foundation")
+    table = {p: {"model": "foundation", "version": "1", "path": "foundation"} for p in ("1-14", "15-30", "31+")}
+    (tmp_path / "routing.json").write_text(json.dumps(table))
+    out = subprocess.run(
+        [sys.executable, "-c", SERVE_WITHOUT_TORCH, str(tmp_path)],
+        capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[2], check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"model": "foundation", "torch": False, "lightning": False}

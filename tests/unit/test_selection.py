@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from migrainemamba.evaluation.baselines import RunningBaseRate
 from migrainemamba.features import PHASES
-from migrainemamba.packaging import (
+from migrainemamba.models.baselines import RunningBaseRate
+from migrainemamba.release.packaging import (
     BENTO_ROUTING_RELPATH,
     bento_routing_table,
     stage_build_context,
 )
-from migrainemamba.selection import (
+from migrainemamba.release.routing import load_routing_table
+from migrainemamba.release.selection import (
     CHAMPION_ALIAS,
     Candidate,
     ModelRef,
@@ -31,7 +32,6 @@ from migrainemamba.selection import (
     tree_sha256,
     write_serving_dir,
 )
-from migrainemamba.service.forecasting import load_routing_table
 
 ORDER = ["base_rate", "foundation", "temporal"]
 RULE = SelectionRule(tie_tolerance=0.002, paired_interval=True)

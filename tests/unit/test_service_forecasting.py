@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 
 from migrainemamba.data.schema import DAILY_LOG_COLUMNS, DAY_FIELDS, OUTCOME_FIELDS, USER_COLUMNS
-from migrainemamba.evaluation.baselines import RunningBaseRate
 from migrainemamba.features import PHASES, build_features
 from migrainemamba.models.base import ForecastBatch
+from migrainemamba.models.baselines import RunningBaseRate
+from migrainemamba.models.registry import loaders
 from migrainemamba.service.forecasting import (
     BUILTIN_VERSION,
-    LOADERS,
     Forecaster,
     load_routing_table,
     logs_frame,
@@ -67,7 +67,7 @@ def test_routing_table_loads_each_model_once_and_resolves_paths(tmp_path):
             "31+": {"model": "base_rate", "version": "builtin"},
         },
     )
-    routes = load_routing_table(path, {**LOADERS, "counting": loader})
+    routes = load_routing_table(path, {**loaders(), "counting": loader})
     assert loader.paths == [(tmp_path / "m").resolve()]
     assert routes["1-14"].model is routes["15-30"].model
     assert (routes["15-30"].model_name, routes["15-30"].model_version) == ("counting", "7")
@@ -218,7 +218,7 @@ class _GroupModel:
 
 def test_top_triggers_are_the_largest_risk_raising_habit_groups(tmp_path):
     path = _write_table(tmp_path, {p: {"model": "groups", "version": "1"} for p in PHASES})
-    routes = load_routing_table(path, {**LOADERS, "groups": lambda _p: _GroupModel()})
+    routes = load_routing_table(path, {**loaders(), "groups": lambda _p: _GroupModel()})
     forecaster = Forecaster(routes, make_settings(tmp_path), source=str(path))
     users = pl.DataFrame(
         [

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from migrainemamba.data.report import AMPP_BANDS, band_shares
 from migrainemamba.data.simulator import SimulatorConfig, simulate_cohort
 from migrainemamba.data.validation import validate_cohort
-from migrainemamba.evaluation.metrics import (
+from migrainemamba.metrics import (
     expected_calibration_error,
     pooled_auc,
     within_person_auc,

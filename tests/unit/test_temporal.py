@@ -325,9 +325,11 @@ def test_offset_is_added_to_the_logit(configs, split):
 
 
 def test_stages_run_on_debug_config(tmp_path):
-    from migrainemamba.data.stage import run_prepare
-    from migrainemamba.features.stage import run_features
-    from migrainemamba.models.temporal_stage import run_pretrain, run_temporal
+    from migrainemamba.stages.features import run as run_features
+    from migrainemamba.stages.prepare import run as run_prepare
+    from migrainemamba.stages.pretrain import run as run_pretrain
+    from migrainemamba.stages.temporal import run as run_temporal
+    from migrainemamba.stages.temporal_experiments import run as run_experiments
 
     paths = {k: str(tmp_path / k) for k in ("prepared", "features", "models", "metrics", "plots")}
     overrides = (
@@ -341,17 +343,24 @@ def test_stages_run_on_debug_config(tmp_path):
     pre = run_pretrain(cfg)
     assert pre["val_masked_mse"] < pre["val_mean_mse"] * 1.5
     out = run_temporal(cfg)
-    assert {"temporal", "gru", "temporal_window", "label_efficiency"} <= set(out)
-    assert out["temporal"]["window_days"] == 0 and out["temporal_window"]["window_days"] == 14
-    assert set(out["label_efficiency"]["none"]["0.3"]) == {"pretrained", "scratch", "pretrained_minus_scratch"}
+    assert {"temporal", "gru"} <= set(out) and out["temporal"]["window_days"] == 0
     for name in ("temporal", "gru"):
         assert TemporalModel.load(tmp_path / "models" / name).name == name
-    assert (tmp_path / "plots" / "temporal" / "label_efficiency.png").is_file()
     assert json.loads((tmp_path / "metrics" / "temporal.json").read_text())["seconds"] > 0
+    # model folders hold what serving loads, nothing else (no checkpoints, variants, results)
+    assert sorted(p.name for p in (tmp_path / "models" / "temporal").iterdir()) == ["model.pt", "temporal.json"]
+
+    experiments = run_experiments(cfg)
+    results = tmp_path / "experiments" / "temporal"
+    window = TemporalModel.load(results / "window")
+    assert window.config.window_days == 14 and experiments["variant_window_valid_logloss"] > 0
+    label_efficiency = json.loads((results / "label_efficiency.json").read_text())
+    assert set(label_efficiency["none"]["0.3"]) == {"pretrained", "scratch", "pretrained_minus_scratch"}
+    assert (tmp_path / "plots" / "temporal_experiments" / "label_efficiency.png").is_file()
 
     # the validation-split sweep: one fit beside the foundation model, appended to a JSONL file
-    from migrainemamba.models.foundation_stage import run_foundation
-    from migrainemamba.models.temporal_sweep import run as sweep
+    from migrainemamba.experiments.temporal_sweep import run as sweep
+    from migrainemamba.stages.foundation import run as run_foundation
 
     run_foundation(cfg)
     result = sweep("no_outcomes", overrides, ["migraine_occurred", "migraine_severity"], n_boot=20)
@@ -363,7 +372,7 @@ def test_stages_run_on_debug_config(tmp_path):
     assert {"temporal", "foundation", "oracle"} <= set(scores)
     diff, lo, hi = scores["temporal_minus_foundation"]
     assert lo <= diff <= hi and diff == pytest.approx(scores["temporal"] - scores["foundation"], abs=2e-4)
-    from migrainemamba.models.temporal_sweep import plot
+    from migrainemamba.experiments.temporal_sweep import plot
 
     assert plot([result, result], tmp_path / "sweep.png").stat().st_size > 0
 

@@ -1,4 +1,4 @@
-"""Validation of diary tables and the real-data import path (DESIGN.md §2)."""
+"""Validation of diary tables and the real-data import path (docs/architecture.md §2)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from migrainemamba.data.io import read_table, write_table
+from migrainemamba.data.io import load_real, read_table, write_table
 from migrainemamba.data.schema import (
     DAILY_LOG_COLUMNS,
     DAILY_LOGS_SCHEMA,
@@ -23,7 +23,6 @@ from migrainemamba.data.schema import (
 from migrainemamba.data.validation import (
     QUARANTINE_SCHEMA,
     DataContractError,
-    load_real,
     validate_cohort,
     validate_daily_logs,
     validate_users,

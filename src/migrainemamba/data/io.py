@@ -1,4 +1,4 @@
-"""Reading and writing contract tables (DESIGN.md §2) as CSV or Parquet.
+"""Reading and writing contract tables (docs/architecture.md §2) as CSV or Parquet.
 
 The format is chosen by the file suffix: ``.csv`` or ``.parquet`` / ``.pq``.
 
@@ -19,7 +19,14 @@ from pathlib import Path
 
 import polars as pl
 
-from migrainemamba.data.validation import DataContractError, TableKind, check_columns
+from migrainemamba.data.validation import (
+    DataContractError,
+    PreparedData,
+    TableKind,
+    check_columns,
+    validate_daily_logs,
+    validate_users,
+)
 
 CSV_SUFFIXES: tuple[str, ...] = (".csv",)
 PARQUET_SUFFIXES: tuple[str, ...] = (".parquet", ".pq")
@@ -90,3 +97,16 @@ def write_table(df: pl.DataFrame, path: str | Path) -> None:
 
 
 __all__ = ["CSV_SUFFIXES", "PARQUET_SUFFIXES", "read_table", "write_table"]
+
+
+def load_real(users_path: str | Path, daily_logs_path: str | Path) -> PreparedData:
+    """Read and validate real diary tables (CSV or Parquet) from disk."""
+    users_raw = read_table(users_path, "users")
+    logs_raw = read_table(daily_logs_path, "daily_logs")
+    users, users_q = validate_users(users_raw, source=str(users_path))
+    logs, logs_q = validate_daily_logs(
+        logs_raw, users.get_column("user_id"), source=str(daily_logs_path)
+    )
+    return PreparedData(
+        users=users, daily_logs=logs, quarantine=pl.concat([users_q, logs_q], how="vertical")
+    )

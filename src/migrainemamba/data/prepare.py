@@ -10,8 +10,9 @@ from typing import Any
 import polars as pl
 
 from migrainemamba.config import resolve_path
+from migrainemamba.data.io import load_real
 from migrainemamba.data.simulator import SimulatorConfig, simulate_cohort
-from migrainemamba.data.validation import load_real, validate_cohort
+from migrainemamba.data.validation import validate_cohort
 
 log = logging.getLogger(__name__)
 

@@ -8,19 +8,19 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
 
-from migrainemamba.data.prepare import PreparedCohort  # noqa: E402
-from migrainemamba.evaluation.metrics import (  # noqa: E402
+from migrainemamba.data.prepare import PreparedCohort
+from migrainemamba.metrics import (
     expected_calibration_error,
     pooled_auc,
     within_person_auc,
 )
 
 DAYS_PER_MONTH = 30.44
-# Headache days per month in people with migraine: AMPP 2005 (clinical_evidence.md).
+# Headache days per month in people with migraine: AMPP 2005 (docs/clinical_sources.md).
 AMPP_BANDS: tuple[tuple[str, float, float, float], ...] = (
     ("0_3", 0.0, 4.0, 0.68),
     ("4_7", 4.0, 8.0, 0.18),

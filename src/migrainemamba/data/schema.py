@@ -1,4 +1,4 @@
-"""The data contract (DESIGN.md §2), defined once.
+"""The data contract (docs/architecture.md §2), defined once.
 
 Every table the project reads or writes — simulated cohorts, imported real
 diaries, the service's database rows — uses these column names, dtypes and

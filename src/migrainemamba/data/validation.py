@@ -1,4 +1,4 @@
-"""Validation of diary tables against the data contract (DESIGN.md §2).
+"""Validation of diary tables against the data contract (docs/architecture.md §2).
 
 Everything here is generated from ``migrainemamba.data.schema``; no column is
 restated. A table goes through three steps:
@@ -53,7 +53,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import dataframely as dy
@@ -143,7 +142,7 @@ def check_columns(
     if problems:
         raise DataContractError(
             f"{source}: {' and '.join(problems)}. A {kind} table must have exactly the "
-            f"columns {', '.join(expected)} (DESIGN.md §2); rename or remove columns to match."
+            f"columns {', '.join(expected)} (docs/architecture.md §2); rename or remove columns to match."
         )
 
 
@@ -426,22 +425,6 @@ def validate_cohort(
     )
 
 
-def load_real(users_path: str | Path, daily_logs_path: str | Path) -> PreparedData:
-    """Read and validate real diary tables (CSV or Parquet) from disk."""
-    # Imported here: io depends on this module for DataContractError and check_columns.
-    from migrainemamba.data.io import read_table
-
-    users_raw = read_table(users_path, "users")
-    logs_raw = read_table(daily_logs_path, "daily_logs")
-    users, users_q = validate_users(users_raw, source=str(users_path))
-    logs, logs_q = validate_daily_logs(
-        logs_raw, users.get_column("user_id"), source=str(daily_logs_path)
-    )
-    return PreparedData(
-        users=users, daily_logs=logs, quarantine=pl.concat([users_q, logs_q], how="vertical")
-    )
-
-
 __all__ = [
     "ALLOWED_VALUES",
     "BOOL_WORDS",
@@ -451,7 +434,6 @@ __all__ = [
     "PreparedData",
     "check_columns",
     "empty_quarantine",
-    "load_real",
     "validate_cohort",
     "validate_daily_logs",
     "validate_users",

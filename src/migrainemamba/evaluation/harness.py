@@ -30,9 +30,8 @@ from migrainemamba.models.base import ForecastBatch, ForecastModel
 log = logging.getLogger(__name__)
 
 REFERENCE_MODEL = "base_rate"  # Brier skill is measured against the running personal base rate
-BASELINES = ("base_rate", "prior_logistic")  # the baselines of every report (DESIGN.md §4)
-# metrics/evaluate.json keeps the differences to these; the full report pairs every two models
-HEADLINE_COMPARISONS = (*BASELINES, "foundation")
+BASELINES = ("base_rate", "prior_logistic")  # the baselines of every report (docs/architecture.md §4)
+# the report's paired differences: to these in every table; the full report pairs every two models
 PAIRED_METRICS = ("auc", "within_person_auc", "brier_skill", "ece")
 # on simulated data also (scores against the true onset probability, free of the selection effect)
 TRUTH_METRICS = ("within_person_risk_corr", "risk_mse")
@@ -160,27 +159,23 @@ def reliability_curves(predictions: pl.DataFrame) -> dict[str, dict[str, dict[st
     return out
 
 
-def headline(scores: Mapping[str, Any]) -> dict[str, Any]:
-    """The numbers for metrics/evaluate.json (``dvc metrics show``): population/phase/model/metric.
+HEADLINE_METRICS = {"brier_skill": "brier_skill", "risk_corr": "within_person_risk_corr"}
 
-    Point estimates of the headline scores and, for each difference to a baseline (or to the
-    foundation model), its point estimate and the lower end of its paired 95% interval (> 0: reliably better;
-    for ECE lower is better, so the upper end is kept). Full intervals live in
-    data/evaluation/report.json and MLflow.
+
+def headline(scores: Mapping[str, Any], population: str = "all") -> dict[str, dict[str, Any]]:
+    """Per model (and the oracle), the few numbers ``dvc metrics show`` prints: Brier skill and,
+    on simulated data, the within-person risk correlation, per phase (``"1-14.brier_skill"``).
+
+    One file per model with the same keys, so the table has a row per model and a column per
+    phase and score, and fits a screen. Intervals, paired differences and every other score live
+    in ``data/evaluation/report.json`` (``python -m migrainemamba.evaluation.table``) and MLflow.
     """
-    keep = ("auc", "within_person_auc", "brier_skill", "ece", "lift_captured_auc", "oracle_auc",
-            "oracle_within_person_auc", "within_person_risk_corr", "oracle_within_person_risk_corr", "n_onsets")
-    flat: dict[str, Any] = {}
-    for population, phases in scores.items():
-        for phase, models in phases.items():
-            for model, values in models.items():
-                row = {k: round(values[k], 4) for k in keep if k in values}
-                for metric in (*PAIRED_METRICS, "within_person_risk_corr"):
-                    for other in HEADLINE_COMPARISONS:
-                        key = f"{metric}_minus_{other}"
-                        if key in values:
-                            bound = "_hi" if metric == "ece" else "_lo"
-                            row[key] = round(values[key], 4)
-                            row[key + bound] = round(values[key + bound], 4)
-                flat.setdefault(population, {}).setdefault(phase, {})[model] = row
-    return flat
+    rows: dict[str, dict[str, Any]] = {}
+    for phase, models in scores.get(population, {}).items():
+        for model, values in models.items():
+            for short, metric in HEADLINE_METRICS.items():
+                if metric in values:
+                    rows.setdefault(model, {})[f"{phase}.{short}"] = round(values[metric], 4)
+                if f"oracle_{metric}" in values:
+                    rows.setdefault("oracle", {})[f"{phase}.{short}"] = round(values[f"oracle_{metric}"], 4)
+    return rows

@@ -7,13 +7,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from sklearn.metrics import roc_curve
 
-from migrainemamba.evaluation.scoring import reliability_curve  # noqa: E402
-from migrainemamba.features import PHASES  # noqa: E402
+from migrainemamba.evaluation.scoring import reliability_curve
+from migrainemamba.features import PHASES
 
 
 def _models(predictions: pl.DataFrame) -> list[str]:

@@ -1,4 +1,4 @@
-"""Per-model, per-phase scores with bootstrap 95% intervals over users (DESIGN.md §4).
+"""Per-model, per-phase scores with bootstrap 95% intervals over users (docs/architecture.md §4).
 
 Every score is a function of per-user sums (or per-user AUCs), so one bootstrap
 replicate is a vector of user weights (how often each user was drawn) and all
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from migrainemamba.evaluation.metrics import (
+from migrainemamba.metrics import (
     expected_calibration_error,
     per_user_auc,
     pooled_auc,

@@ -63,7 +63,7 @@ if __name__ == "__main__":
 
     report = json.loads(open(sys.argv[1] if len(sys.argv) > 1 else "data/evaluation/report.json").read())
     for population in ("all", "cold_start"):
-        print(f"\n### {population}\n")  # noqa: T201
-        print(markdown_table(report["scores"], population))  # noqa: T201
-        print()  # noqa: T201
-        print(paired_table(report["scores"], population))  # noqa: T201
+        print(f"\n### {population}\n")
+        print(markdown_table(report["scores"], population))
+        print()
+        print(paired_table(report["scores"], population))

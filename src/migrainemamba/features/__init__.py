@@ -1,4 +1,5 @@
-"""Forecast features (tabular, for LightGBM) and diary sequences (for the Mamba model).
+"""Forecast features (tabular, for LightGBM); diary sequences for the sequence models live in
+:mod:`migrainemamba.features.sequences` (imported on its own: it needs torch, the service does not).
 
 Training stages and the service compute features with these same functions.
 """
@@ -14,31 +15,15 @@ from migrainemamba.features.daily import (
     calendar_grid,
     phase_of,
 )
-from migrainemamba.features.sequences import (
-    MORNING_COLUMNS,
-    STATIC_COLUMNS,
-    VALUE_COLUMNS,
-    SequenceData,
-    SequenceStats,
-    SequenceWindows,
-    build_sequence_data,
-)
 
 __all__ = [
     "FEATURE_COLUMNS",
     "FEATURE_DESCRIPTIONS",
     "KEY_COLUMNS",
     "LABEL_COLUMNS",
-    "MORNING_COLUMNS",
     "PHASES",
     "PRODROME_SYMPTOMS",
-    "STATIC_COLUMNS",
-    "VALUE_COLUMNS",
-    "SequenceData",
-    "SequenceStats",
-    "SequenceWindows",
     "build_features",
-    "build_sequence_data",
     "calendar_grid",
     "phase_of",
 ]

@@ -1,4 +1,4 @@
-"""Forecast features for one user-day (DESIGN.md §1), for training and serving.
+"""Forecast features for one user-day (docs/architecture.md §1), for training and serving.
 
 One function, :func:`build_features`, turns the two contract tables (§2) into
 one row per user per *calendar* day with the model inputs
@@ -577,7 +577,7 @@ def build_features(
     Parameters
     ----------
     users, daily_logs:
-        The contract tables (DESIGN.md §2); validated rows, one per user-date.
+        The contract tables (docs/architecture.md §2); validated rows, one per user-date.
     forecast_dates:
         Optional (user_id, date[, MORNING_FIELDS...]) rows to forecast that may
         have no diary row yet (the service's "today"); morning values given here

@@ -8,7 +8,7 @@ on demand.
 
 The window for forecasting day D (row ``r``) is the L calendar days D−L..D−1
 (left-padded before the user's first day) plus D's morning fields, so the
-information rule of DESIGN.md §1 holds by construction: nothing from D's day
+information rule of docs/architecture.md §1 holds by construction: nothing from D's day
 fields, D's outcome or later rows enters ``x``.
 
 Per-day inputs (``value_columns``): every morning, day and outcome field of the
@@ -188,7 +188,7 @@ class SequenceData:
     observed  (N,)    bool     a diary row exists for that day
     morning   (N, Fm) float32  that day's morning fields (standardised) and missing flags
     onset     (N,)    bool     an attack starts that day (False where not scorable)
-    scorable  (N,)    bool     the day is scored (DESIGN.md §1)
+    scorable  (N,)    bool     the day is scored (docs/architecture.md §1)
     dates     (N,)    datetime64[D]
     static    (U, Fs) float32  standardised user-level inputs
     user_ids  (U,)    str

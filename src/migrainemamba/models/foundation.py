@@ -1,4 +1,4 @@
-"""The foundation model: the clinical prior plus LightGBM corrections (DESIGN.md §5).
+"""The foundation model: the clinical prior plus LightGBM corrections (docs/architecture.md §5).
 
 Every new user gets this model on day 1, so it must be sensible, calibrated
 and explainable from the first forecast. The trees therefore do not start

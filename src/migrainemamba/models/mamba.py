@@ -3,7 +3,7 @@
 Parameter names and shapes follow mamba-ssm's `Mamba` block (`in_proj`, `conv1d`, `x_proj`,
 `dt_proj`, `A_log`, `D`, `out_proj`), so one checkpoint serves this CPU path and mamba-ssm's
 CUDA kernels. The kernels are used only when `mamba_ssm` imports AND the tensors are on CUDA;
-`mamba_ssm` is imported lazily, never when this module is imported (see STACK.md: it fails to
+`mamba_ssm` is imported lazily, never when this module is imported (docs/architecture.md, Machine notes: it fails to
 import without its compiled CUDA extension).
 
 Shapes: B batch, L sequence length (days), F input features, D d_model, E d_inner = expand * D,
@@ -11,7 +11,7 @@ N d_state, R dt_rank, K d_conv.
 
 The CPU selective scan is a custom autograd.Function (`selective_scan`): one in-place recurrence
 over time in the forward, one in the backward, everything else batched. Autograd never sees a
-per-step slice, so the backward does not allocate a full-size gradient per step (STACK.md).
+per-step slice, so the backward does not allocate a full-size gradient per step (docs/architecture.md, Machine notes).
 """
 
 from __future__ import annotations

@@ -73,6 +73,22 @@ class TrainConfig:
 
 
 @dataclass
+class TrainerConfig:
+    """Where Lightning trains (``configs/trainer/``): one CPU process by default; ``gpu`` uses CUDA
+    devices (and the mamba-ssm kernels, when installed) with DDP across several."""
+
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_nodes: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainerConfig:
+        return _from_dict(cls, d)
+
+
+@dataclass
 class PretrainConfig:
     mask_prob: float = 0.15  # share of observed window days hidden for reconstruction
     masked_weight: float = 1.0
@@ -317,8 +333,13 @@ def train_module(
     logger: Any = None,
     checkpoint_dir: Path | None = None,
     progress: bool = False,
+    trainer_cfg: TrainerConfig | None = None,
 ) -> dict[str, Any]:
-    """Fit ``module`` (early stopping on val_loss), restore its best weights, return a summary."""
+    """Fit ``module`` (early stopping on val_loss), restore its best weights, return a summary.
+
+    The best weights are kept in memory (:class:`BestState`); ``checkpoint_dir`` additionally
+    writes Lightning checkpoints there (never inside a model folder: docs/architecture.md)."""
+    trainer_cfg = trainer_cfg or TrainerConfig()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_num_threads(cfg.num_threads)
     best = BestState()
@@ -327,14 +348,17 @@ def train_module(
         callbacks.append(EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min"))
     if checkpoint_dir is not None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        for stale in checkpoint_dir.glob("*.ckpt"):  # a fixed DVC output: no versioned leftovers
+        for stale in checkpoint_dir.glob("*.ckpt"):  # a fixed folder: no versioned leftovers
             stale.unlink()
         callbacks.append(
             ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1, enable_version_counter=False)
         )
     trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        strategy=trainer_cfg.strategy,
+        precision=trainer_cfg.precision,
+        num_nodes=trainer_cfg.num_nodes,
         max_epochs=cfg.max_epochs,
         logger=logger if logger is not None else False,
         callbacks=callbacks,
@@ -452,6 +476,7 @@ def pretrain_encoder(
     logger: Any = None,
     checkpoint_dir: Path | None = None,
     progress: bool = False,
+    trainer_cfg: TrainerConfig | None = None,
 ) -> tuple[PretrainModule, dict[str, Any]]:
     """Pretrain on windows ending before the given days (labels unused); returns the module."""
     if model_cfg.window_days < 1:
@@ -461,7 +486,7 @@ def pretrain_encoder(
     train = WindowBatches(seq, pretrain_rows(seq, train_rows), model_cfg.window_days)
     val = WindowBatches(seq, pretrain_rows(seq, val_rows), model_cfg.window_days) if val_rows is not None else None
     data = SequenceDataModule(train, val, train_cfg.batch_size, train_cfg.samples_per_epoch, train_cfg.val_samples, train_cfg.seed)
-    summary = train_module(module, data, train_cfg, logger, checkpoint_dir, progress)
+    summary = train_module(module, data, train_cfg, logger, checkpoint_dir, progress, trainer_cfg)
     summary |= {"n_train_windows": len(train), "n_val_windows": len(val) if val is not None else 0}
     return module, summary
 
@@ -501,6 +526,7 @@ __all__ = [
     "PretrainModule",
     "SequenceDataModule",
     "TrainConfig",
+    "TrainerConfig",
     "WindowBatches",
     "eval_batches",
     "evaluate_pretrain",

@@ -5,7 +5,7 @@ forecast day, Fs static (per-user) inputs, D d_model.
 
 Two ways to read a diary (``SequenceModelConfig.window_days``):
 
-- window (``window_days > 0``, DESIGN.md §5; the pretraining reading): the L calendar days D−L..D−1 before
+- window (``window_days > 0``, docs/architecture.md §5; the pretraining reading): the L calendar days D−L..D−1 before
   the forecast day, read bidirectionally (or causally); the head reads the LAST day's
   representation. One forward pass per forecast.
 - history (``window_days == 0``, causal encoders only; the fine-tuned default): the person's whole diary from their first

@@ -46,6 +46,7 @@ from migrainemamba.models.pretrain import (
     HistoryBatches,
     SequenceDataModule,
     TrainConfig,
+    TrainerConfig,
     WindowBatches,
     _adamw,
     eval_batches,
@@ -158,7 +159,7 @@ def within_person_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
 
 
 def _within_person_auc(users: np.ndarray, y: np.ndarray, score: np.ndarray) -> float:
-    from migrainemamba.evaluation.metrics import per_user_auc
+    from migrainemamba.metrics import per_user_auc
 
     auc = per_user_auc(users, np.asarray(y) > 0.5, score)["auc"].drop_nulls()
     return float(auc.mean()) if auc.len() else float("nan")
@@ -250,6 +251,7 @@ class TemporalModel:
         checkpoint_dir: Path | None = None,
         progress: bool = False,
         offset: np.ndarray | None = None,
+        trainer_cfg: TrainerConfig | None = None,
     ) -> dict[str, Any]:
         """Fit on scorable ``train_rows`` of ``seq`` (built with this model's stats), early stopping
         on ``valid_rows``; ``encoder_state`` initialises the encoder (pretrained weights);
@@ -272,7 +274,7 @@ class TemporalModel:
         data = SequenceDataModule(
             train_set, valid_set, batch_size, per_epoch, tcfg.val_samples, tcfg.seed, tcfg.group_users
         )
-        summary = train_module(module, data, tcfg, logger, checkpoint_dir, progress)
+        summary = train_module(module, data, tcfg, logger, checkpoint_dir, progress, trainer_cfg)
         self.classifier = module.classifier.eval()
         self.summary = summary | {
             "name": self.name,

@@ -1,4 +1,4 @@
-"""The serving stage (DESIGN.md §6): REST API, database, forecasting seam.
+"""The serving stage (docs/architecture.md §6): REST API, database, forecasting seam.
 
 - ``settings``: one pydantic-settings class (environment / ``.env``)
 - ``db``, ``models_db``, ``alembic/``: engine and sessions, tables, migrations

@@ -1,28 +1,6 @@
 """The forecasting seam: phase -> (model name, version, ForecastModel), and one user's forecast.
 
-Routing table
--------------
-A JSON file (``ROUTING_TABLE_PATH``) with one entry per phase of
-``features.PHASES``::
-
-    {
-      "1-14":  {"model": "foundation", "version": "3", "path": "foundation/3"},
-      "15-30": {"model": "foundation", "version": "3", "path": "foundation/3"},
-      "31+":   {"model": "foundation", "version": "3", "path": "foundation/3"}
-    }
-
-``path`` is relative to the JSON file's folder (or absolute) and handed to the
-loader registered for ``model`` in :data:`LOADERS` (:func:`register_loader`
-adds one; the loader returns any object with ``predict(ForecastBatch)``). The
-same (model, version, path) is loaded once even when it serves several phases.
-A table that misses a phase, names an unknown model or a missing path stops
-the service with a message saying so.
-
-Without a routing table (tests, the embedded default) every phase is served
-by :class:`~migrainemamba.evaluation.baselines.RunningBaseRate`, the person's
-running onset rate shrunk toward their self-reported frequency: a real model,
-version ``"builtin"``, that gives no per-trigger explanation. Readiness lists
-what serves each phase.
+The routing table (phase -> model) is read by :mod:`migrainemamba.release.routing`.
 
 A forecast for user U on day D
 ------------------------------
@@ -39,10 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,119 +32,19 @@ from migrainemamba.data.schema import (
     USER_COLUMNS,
     USERS_SCHEMA,
 )
-from migrainemamba.evaluation.baselines import RunningBaseRate
 from migrainemamba.features import PHASES, build_features, phase_of
-from migrainemamba.models.base import ForecastBatch, ForecastModel
+from migrainemamba.models.base import ForecastBatch
+from migrainemamba.models.registry import ModelLoader
+from migrainemamba.release.routing import BUILTIN_VERSION, Route, builtin_routes, load_routing_table
 from migrainemamba.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-BUILTIN_VERSION = "builtin"
 TOP_TRIGGERS = 3
 # explanation groups that are not habits a person can act on: never shown as triggers
 NOT_TRIGGERS: frozenset[str] = frozenset({"diary", "person"})
 # confidence = weighted data sufficiency (see confidence())
 CONFIDENCE_FULL_HISTORY_DAYS = 30
-
-ModelLoader = Callable[[Path | None], ForecastModel]
-
-
-def _load_base_rate(path: Path | None) -> ForecastModel:
-    return RunningBaseRate()
-
-
-def _load_foundation(path: Path | None) -> ForecastModel:
-    if path is None:
-        raise ValueError(
-            "routing table: model 'foundation' needs a 'path' (the folder FoundationModel.save wrote)"
-        )
-    from migrainemamba.models.foundation import (
-        FoundationModel,  # heavy (lightgbm, mlflow): import on use
-    )
-
-    return FoundationModel.load(path)
-
-
-def _load_temporal(path: Path | None) -> ForecastModel:
-    if path is None:
-        raise ValueError("routing table: model 'temporal' needs a 'path' (the folder TemporalModel.save wrote)")
-    from migrainemamba.models.temporal import TemporalModel  # torch + lightning: import on use
-
-    return TemporalModel.load(path)
-
-
-LOADERS: dict[str, ModelLoader] = {
-    "base_rate": _load_base_rate,
-    "foundation": _load_foundation,
-    "temporal": _load_temporal,
-}
-
-
-def register_loader(name: str, loader: ModelLoader) -> None:
-    """Make ``"model": name`` usable in routing tables (e.g. the temporal and personalised models)."""
-    LOADERS[name] = loader
-
-
-@dataclass(frozen=True)
-class Route:
-    phase: str
-    model_name: str
-    model_version: str
-    model: ForecastModel
-    path: str | None = None
-
-    @property
-    def explains(self) -> bool:
-        return callable(getattr(self.model, "explain", None))
-
-
-def builtin_routes() -> dict[str, Route]:
-    model = RunningBaseRate()
-    return {phase: Route(phase, model.name, BUILTIN_VERSION, model) for phase in PHASES}
-
-
-def load_routing_table(
-    path: Path, loaders: Mapping[str, ModelLoader] | None = None
-) -> dict[str, Route]:
-    """Read and load a routing table (format in the module docstring)."""
-    loaders = LOADERS if loaders is None else loaders
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"routing table {path} does not exist; write it or unset ROUTING_TABLE_PATH"
-        )
-    try:
-        table = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"routing table {path}: not valid JSON ({exc})") from exc
-    if not isinstance(table, dict):
-        raise ValueError(f"routing table {path}: expected an object {{phase: entry}}")  # noqa: TRY004
-    missing = [p for p in PHASES if p not in table]
-    unknown = sorted(set(table) - set(PHASES))
-    if missing or unknown:
-        raise ValueError(
-            f"routing table {path}: phases missing {missing}, unknown {unknown}; phases are {list(PHASES)}"
-        )
-    loaded: dict[tuple[str, str, str | None], ForecastModel] = {}
-    routes = {}
-    for phase in PHASES:
-        entry = table[phase]
-        if not isinstance(entry, dict) or not {"model", "version"} <= set(entry):
-            raise ValueError(
-                f"routing table {path}: phase {phase!r} needs {{'model', 'version'[, 'path']}}, got {entry!r}"
-            )
-        name, version, rel = str(entry["model"]), str(entry["version"]), entry.get("path")
-        if name not in loaders:
-            raise ValueError(
-                f"routing table {path}: phase {phase!r}: no loader for model {name!r}; known: {sorted(loaders)}"
-            )
-        model_path = None if rel is None else (path.parent / rel).resolve()
-        key = (name, version, None if model_path is None else str(model_path))
-        if key not in loaded:
-            loaded[key] = loaders[name](model_path)
-            log.info("routing: loaded %s version %s from %s", name, version, model_path)
-        routes[phase] = Route(phase, name, version, loaded[key], key[2])
-    return routes
-
 
 # ------------------------------------------------------------ contract frames
 

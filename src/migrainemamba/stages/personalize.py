@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +27,20 @@ from omegaconf import DictConfig
 
 from migrainemamba.config import resolve_path, to_dict
 from migrainemamba.data.prepare import PreparedCohort
-from migrainemamba.evaluation.baselines import RunningBaseRate
 from migrainemamba.evaluation.harness import score_predictions
 from migrainemamba.evaluation.leakage import require_no_leakage
 from migrainemamba.evaluation.personal_plots import plot_gain_by_days_logged, plot_recovery_curves
-from migrainemamba.evaluation.split import make_split
 from migrainemamba.evaluation.trigger_recovery import recovery
 from migrainemamba.models.base import ForecastBatch
+from migrainemamba.models.baselines import RunningBaseRate
 from migrainemamba.models.foundation import FoundationModel
 from migrainemamba.models.personal import PersonalModel, config_from_dict
 from migrainemamba.models.personal_pyfunc import log_personal_model
 from migrainemamba.models.prior import sigmoid
 from migrainemamba.models.trigger_map import ClassRule, MapRows, estimate_map_prior, trigger_maps
 from migrainemamba.pipeline import write_json
-from migrainemamba.tracking import flatten, stage_run
+from migrainemamba.split import make_split
+from migrainemamba.stages.common import finish, tracked
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +157,7 @@ def _reference(cfg: DictConfig, cohort: PreparedCohort, preds: pl.DataFrame, rcf
 def run(cfg: DictConfig) -> dict[str, Any]:
     started, cpu_started = time.perf_counter(), time.process_time()
     pc = to_dict(cfg.personal)
-    split_cfg = to_dict(cfg.evaluate.split)
+    split_cfg = to_dict(cfg.split)
     out_dir = resolve_path(pc["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     plots_dir = resolve_path(cfg.paths.plots) / STAGE
@@ -169,7 +168,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     timings: dict[str, float] = {}
 
     params = {"personal": pc, "split": split_cfg}
-    with stage_run(STAGE, params, cfg.tracking.uri) if cfg.tracking.enabled else nullcontext():
+    with tracked(cfg, STAGE, params) as mlrun:
         # 1. the prior, by empirical Bayes on the training split
         offset_dir = resolve_path(cfg.paths.models) / "foundation"
         foundation = FoundationModel.load(offset_dir)
@@ -271,9 +270,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         timings["stage_seconds"] = time.perf_counter() - started
         timings["stage_cpu_seconds"] = time.process_time() - cpu_started  # wall time depends on the machine's other load
         metrics["timings"] = {k: round(v, 1) for k, v in timings.items()}
-        write_json(resolve_path(cfg.paths.metrics) / f"{STAGE}.json", metrics)
-        if cfg.tracking.enabled:
-            mlflow.log_metrics({k.replace("+", "plus"): float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and v == v})
+        finish(cfg, STAGE, metrics, mlrun)
+        if mlrun is not None:
             mlflow.log_dict(report, "personalize_report.json")
             for fig in plots_dir.glob("*.png"):
                 mlflow.log_artifact(str(fig), "figures")

@@ -1,4 +1,4 @@
-"""Clinically grounded cohort simulator (DESIGN.md §3).
+"""Clinically grounded cohort simulator (docs/architecture.md §3).
 
 `simulate_cohort(config)` returns the two contract tables plus the ground truth
 the real world never gives: each person's trigger sensitivities and, per

@@ -1,7 +1,7 @@
 """The attack process and the oracle that forecasts it.
 
 Day by day (vectorised over users): a day is *eligible* for an onset when the
-previous day was not an attack day (DESIGN.md §1). Its onset probability is
+previous day was not an attack day (docs/architecture.md §1). Its onset probability is
 
     p_true = sigmoid(alpha + known triggers + burst + same-day triggers
                      + g1 * state[t-1] + g2 * state[t-2])

@@ -82,7 +82,7 @@ def simulate_exposures(
 ) -> Exposures:
     """All exposures for (U, T) user-days; `pressure` etc. come from the calendar processes."""
     n_users = weekday.shape[0]
-    user = lambda mean, sd: rng.normal(mean, sd, size=(n_users, 1))  # noqa: E731
+    user = lambda mean, sd: rng.normal(mean, sd, size=(n_users, 1))
 
     # Sleep (the night before day t): usual hours differ by person; deficit vs own usual.
     sleep = latent(rng, weekday, 0.3, WEEKEND_SLEEP)

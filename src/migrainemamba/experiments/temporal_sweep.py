@@ -4,8 +4,8 @@ Settings are chosen here, never on test days. One run = one fit of the temporal 
 overrides (``configs/temporal``), scored on every scorable validation day beside the foundation
 model (and, on simulated data, the oracle), with paired bootstrap intervals over people::
 
-    .venv/bin/python -m migrainemamba.models.temporal_sweep wp0.3 temporal.train.within_person_weight=0.3
-    .venv/bin/python -m migrainemamba.models.temporal_sweep no_outcomes --drop-inputs \\
+    .venv/bin/python -m migrainemamba.experiments.temporal_sweep wp0.3 temporal.train.within_person_weight=0.3
+    .venv/bin/python -m migrainemamba.experiments.temporal_sweep no_outcomes --drop-inputs \\
         migraine_occurred migraine_severity migraine_duration_hours
 
 Needs the features, foundation and pretrain stages' outputs. Appends one JSON line per run to
@@ -33,13 +33,13 @@ from migrainemamba.data.prepare import PreparedCohort
 from migrainemamba.evaluation.scoring import Scored, bootstrap_replicates, summarize
 from migrainemamba.models.pretrain import TrainConfig
 from migrainemamba.models.sequence_heads import SequenceModelConfig
-from migrainemamba.models.temporal_stage import (
-    _base_rate,
-    _fit,
+from migrainemamba.models.temporal_training import (
     encoder_init,
+    fit_sequence_model,
     foundation_offset,
     load_pretrained,
     load_stage_data,
+    running_base_rate,
 )
 from migrainemamba.runtime import configure_entry_point
 
@@ -67,7 +67,7 @@ def run(tag: str, overrides: list[str], drop_inputs: list[str], n_boot: int = 20
         data.offset_model, data.offset = foundation, foundation_logit
     init = encoder_init(pre_cfg, model_cfg, encoder_state) if model_cfg.encoder == "mamba" else None
     started = time.perf_counter()
-    model = _fit("temporal", model_cfg, train_cfg, data, data.rows("train", scorable=True), init, cfg, None, tag)
+    model = fit_sequence_model("temporal", model_cfg, train_cfg, data, data.rows("train", scorable=True), init, cfg, None, tag)
     fit_seconds = round(time.perf_counter() - started, 1)
 
     valid = data.rows("valid", scorable=True)
@@ -82,7 +82,7 @@ def run(tag: str, overrides: list[str], drop_inputs: list[str], n_boot: int = 20
     if truth is not None:
         known = keys.join(truth.select("user_id", "date", "p_oracle", "p_true"), on=["user_id", "date"], how="left", maintain_order="left")
         forecasts["oracle"], p_true = known["p_oracle"].to_numpy(), known["p_true"].to_numpy()
-    user, y, p_ref = data.seq.user_of_rows(valid), data.seq.onset[valid], _base_rate(data, valid)
+    user, y, p_ref = data.seq.user_of_rows(valid), data.seq.onset[valid], running_base_rate(data, valid)
     out: dict[str, Any] = {"tag": tag, "overrides": overrides, "drop_inputs": drop_inputs, "fit_seconds": fit_seconds,
                            "best_val_loss": round(model.summary["best_val_loss"], 5), "best_epoch": model.summary["best_epoch"]}
     for name in PHASES:

@@ -1,4 +1,4 @@
-"""Baselines reported beside every model (DESIGN.md §4)."""
+"""Baselines reported beside every model (docs/architecture.md §4)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""The `prepare` stage as one function: prepare, write, report, track."""
+"""DVC stage `prepare`: a cohort in the data contract (simulated or real) -> data/prepared/."""
 
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from typing import Any
 
 import mlflow
@@ -13,7 +12,7 @@ from migrainemamba.config import resolve_path, to_dict
 from migrainemamba.data.prepare import prepare_cohort
 from migrainemamba.data.report import quality_report, write_figures
 from migrainemamba.pipeline import write_json
-from migrainemamba.tracking import flatten, stage_run
+from migrainemamba.stages.common import finish, tracked
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +28,19 @@ def headline_metrics(report: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def run_prepare(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
+def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     data_cfg = to_dict(cfg.data)
     out_dir = resolve_path(cfg.paths.prepared)
     plots_dir = resolve_path(cfg.paths.plots) / "prepare"
-    with stage_run("prepare", {"data": data_cfg}, cfg.tracking.uri) if cfg.tracking.enabled else nullcontext():
+    with tracked(cfg, "prepare", {"data": data_cfg}) as mlrun:
         cohort = prepare_cohort(data_cfg, progress=progress)
         cohort.write(out_dir)
         report = quality_report(cohort)
         write_json(out_dir / "quality_report.json", report)
         figures = write_figures(cohort, plots_dir)
         metrics = headline_metrics(report)
-        write_json(resolve_path(cfg.paths.metrics) / "prepare.json", metrics)
-        if cfg.tracking.enabled:
-            mlflow.log_metrics({k: float(v) for k, v in flatten(metrics).items() if v == v})
+        finish(cfg, "prepare", metrics, mlrun)
+        if mlrun is not None:
             mlflow.log_dict(report, "quality_report.json")
             for fig in figures:
                 mlflow.log_artifact(str(fig), "figures")

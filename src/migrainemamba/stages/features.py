@@ -1,13 +1,11 @@
-"""The `features` stage as one function: forecast features and sequence arrays for the cohort."""
+"""DVC stage `features`: forecast features and sequence arrays for the cohort -> data/features/."""
 
 from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from typing import Any
 
-import mlflow
 import polars as pl
 from omegaconf import DictConfig
 
@@ -15,8 +13,7 @@ from migrainemamba.config import resolve_path, to_dict
 from migrainemamba.data.prepare import PreparedCohort
 from migrainemamba.features.daily import FEATURE_COLUMNS, build_features
 from migrainemamba.features.sequences import build_sequence_data
-from migrainemamba.pipeline import write_json
-from migrainemamba.tracking import stage_run
+from migrainemamba.stages.common import finish, tracked
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +34,11 @@ def feature_metrics(features: pl.DataFrame) -> dict[str, Any]:
     return metrics
 
 
-def run_features(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     cohort = PreparedCohort.read(resolve_path(cfg.paths.prepared))
     out = resolve_path(cfg.paths.features)
     out.mkdir(parents=True, exist_ok=True)
-    tracking = stage_run("features", {"features": to_dict(cfg.features)}, cfg.tracking.uri)
-    with tracking if cfg.tracking.enabled else nullcontext():
+    with tracked(cfg, "features", {"features": to_dict(cfg.features)}) as mlrun:
         started = time.perf_counter()
         features = build_features(cohort.users, cohort.daily_logs)
         features.write_parquet(out / "features.parquet")
@@ -54,7 +50,5 @@ def run_features(cfg: DictConfig) -> dict[str, Any]:
             "features_seconds": round(built - started, 2),
             "sequences_seconds": round(time.perf_counter() - built, 2),
         }
-        write_json(resolve_path(cfg.paths.metrics) / "features.json", metrics)
-        if cfg.tracking.enabled:
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        finish(cfg, "features", metrics, mlrun)
     return metrics

@@ -1,15 +1,14 @@
-"""The `evaluate` stage as one function."""
+"""DVC stage `evaluate`: every model family on held-out days -> data/evaluation/, data/predictions/test.parquet."""
 
 from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from typing import Any
 
 import mlflow
 import polars as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from migrainemamba.config import resolve_path, to_dict
 from migrainemamba.data.prepare import PreparedCohort
@@ -22,27 +21,42 @@ from migrainemamba.evaluation.harness import (
     with_oracle,
 )
 from migrainemamba.evaluation.plots import plot_reliability, plot_roc, plot_scores
-from migrainemamba.evaluation.registry import build_models
-from migrainemamba.evaluation.split import make_split
+from migrainemamba.models.base import ForecastModel
+from migrainemamba.models.registry import family
 from migrainemamba.pipeline import write_json
-from migrainemamba.tracking import flatten, stage_run
+from migrainemamba.split import make_split
+from migrainemamba.stages.common import finish, tracked
 
 log = logging.getLogger(__name__)
+
+
+def build_models(names: list[str], cfg: DictConfig, data: SplitData) -> list[ForecastModel]:
+    """Each family as its stage saved it (folder from its config key), or fitted on train."""
+    models = []
+    for name in names:
+        fam = family(name)
+        if fam.fit is not None:
+            models.append(fam.fit(data.batch("train"), cfg))
+        elif fam.needs_files:
+            models.append(fam.load(resolve_path(OmegaConf.select(cfg, fam.model_dir_key, throw_on_missing=True))))
+        else:
+            models.append(fam.load(None))
+    return models
 
 
 def load_split_data(cfg: DictConfig) -> tuple[SplitData, PreparedCohort]:
     cohort = PreparedCohort.read(resolve_path(cfg.paths.prepared))
     features = pl.read_parquet(resolve_path(cfg.paths.features) / "features.parquet")
-    split = make_split(features, to_dict(cfg.evaluate.split))
+    split = make_split(features, to_dict(cfg.split))
     return SplitData(cohort.users, cohort.daily_logs, split), cohort
 
 
-def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     ev = cfg.evaluate
     started = time.perf_counter()
     data, cohort = load_split_data(cfg)
-    tracking = stage_run("evaluate", {"evaluate": to_dict(ev), "prior": to_dict(cfg.prior)}, cfg.tracking.uri)
-    with tracking if cfg.tracking.enabled else nullcontext():
+    params = {"evaluate": to_dict(ev), "split": to_dict(cfg.split), "prior": to_dict(cfg.prior)}
+    with tracked(cfg, "evaluate", params) as mlrun:
         models = build_models(list(ev.models), cfg, data)
         predictions = with_oracle(predict_test(models, data, ev.audit_samples, ev.seed), cohort.truth_days)
         scores = score_predictions(predictions, ev.n_boot, ev.seed)
@@ -51,9 +65,9 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
         predictions.select("user_id", "date", "phase", "model", "p", "y", "cold_start").write_parquet(out / "test.parquet")
         report = {"scores": scores, "reliability": reliability_curves(predictions)}
         write_json(resolve_path(cfg.paths.data_dir) / "evaluation" / "report.json", report)
-        metrics = headline(scores)
-        metrics["seconds"] = round(time.perf_counter() - started, 1)
-        write_json(resolve_path(cfg.paths.metrics) / "evaluate.json", metrics)
+        metrics: dict[str, Any] = dict(headline(scores))
+        for model, row in metrics.items():  # one small file per model: the `dvc metrics show` rows
+            write_json(resolve_path(cfg.paths.metrics) / "evaluate" / f"{model}.json", row)
         plots = resolve_path(cfg.paths.plots) / "evaluate"
         plots.mkdir(parents=True, exist_ok=True)
         figures = {
@@ -67,8 +81,9 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
             figures["within_person_risk_corr.png"] = lambda p: plot_scores(scores, p, "within_person_risk_corr")
         for name, draw in figures.items():
             draw(plots / name)
-        if cfg.tracking.enabled:
-            mlflow.log_metrics({k.replace("+", "plus"): float(v) for k, v in flatten(metrics).items()})
+        metrics["seconds"] = round(time.perf_counter() - started, 1)
+        finish(cfg, "evaluate", metrics, mlrun)
+        if mlrun is not None:
             mlflow.log_dict(report, "evaluation_report.json")
             for name in figures:
                 mlflow.log_artifact(str(plots / name), "figures")

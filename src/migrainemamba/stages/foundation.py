@@ -1,6 +1,6 @@
-"""The `foundation` stage as one function: split, fit, save, plot, track, register.
+"""DVC stage `foundation`: split, fit, save, plot, track, register -> data/models/foundation/.
 
-Uses the evaluation harness's own split (``migrainemamba.evaluation.split``)
+Uses the evaluation's own split (``migrainemamba.split``, settings in ``configs/split/``)
 so the model never trains on a day the evaluation tests: fit on scorable
 train rows, early-stop on scorable valid rows (each person's later days);
 held-out (cold-start) users are never seen.
@@ -9,7 +9,6 @@ held-out (cold-start) users are never seen.
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,19 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import polars as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from sklearn.metrics import log_loss
 
 from migrainemamba.config import resolve_path, to_dict
 from migrainemamba.data.prepare import PreparedCohort
-from migrainemamba.evaluation.metrics import pooled_auc, within_person_auc
 from migrainemamba.features.daily import build_features
 from migrainemamba.features.triggers import GROUP_NAMES
+from migrainemamba.metrics import pooled_auc, within_person_auc
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.foundation import GROUPS, FoundationConfig, FoundationModel, pyfunc_kwargs
 from migrainemamba.models.prior import sigmoid
-from migrainemamba.pipeline import write_json
-from migrainemamba.tracking import stage_run
+from migrainemamba.split import make_split
+from migrainemamba.stages.common import finish, tracked
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +54,13 @@ def split_batches(
     features: pl.DataFrame, cohort: PreparedCohort, split_cfg: dict[str, Any]
 ) -> tuple[ForecastBatch, ForecastBatch]:
     """Scorable train and valid batches of the evaluation's split (cold-start users excluded)."""
-    from migrainemamba.evaluation.split import make_split
-
     split = make_split(features, split_cfg)
 
     def batch(name: str) -> ForecastBatch:
         rows = split.filter((pl.col("split") == name) & pl.col("scorable") & ~pl.col("cold_start"))
         if rows.height == 0:
             raise ValueError(
-                f"foundation: the {name!r} split has no scorable rows; check evaluate.split {split_cfg}"
+                f"foundation: the {name!r} split has no scorable rows; check split {split_cfg}"
             )
         return ForecastBatch(
             cohort.users, cohort.daily_logs, rows.select("user_id", "date"), precomputed=split
@@ -76,7 +73,7 @@ def valid_metrics(model: FoundationModel, valid: ForecastBatch) -> dict[str, flo
     """Valid AUCs and log loss of the model and, for comparison, of its calibrated prior alone.
 
     Pooled AUC mostly reflects that some people have more attacks than others;
-    the within-person AUC is the honest one (clinical_evidence.md).
+    the within-person AUC is the honest one (docs/clinical_sources.md).
     """
     features = valid.features()
     users = features["user_id"].to_numpy()
@@ -157,16 +154,6 @@ def plot_group_importance(model: FoundationModel, valid: ForecastBatch, path: Pa
 # ------------------------------------------------------------------ stage
 
 
-def _split_config(cfg: DictConfig) -> dict[str, Any]:
-    split_cfg = OmegaConf.select(cfg, "evaluate.split")
-    if split_cfg is None:
-        raise ValueError(
-            "foundation: no evaluate.split in the config; the foundation stage uses the evaluation's "
-            "split (configs/evaluate/, `- evaluate: default` in configs/config.yaml)"
-        )
-    return to_dict(split_cfg)
-
-
 def _log_to_mlflow(
     model: FoundationModel,
     model_dir: Path,
@@ -175,7 +162,6 @@ def _log_to_mlflow(
     figures: list[Path],
     registered_name: str,
 ) -> None:
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
     for fig in figures:
         mlflow.log_artifact(str(fig), "figures")
     mlflow.log_dict(model.feature_importance("gain").to_dicts(), "feature_importance.json")
@@ -190,11 +176,11 @@ def _log_to_mlflow(
     )
 
 
-def run_foundation(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit the foundation model on the evaluation's train split; write model, metrics, plots; track."""
     fcfg = to_dict(cfg.foundation)
     config = FoundationConfig.from_dict(fcfg)
-    split_cfg = _split_config(cfg)
+    split_cfg = to_dict(cfg.split)
     model_dir = resolve_path(fcfg["model_dir"])
     plots_dir = resolve_path(cfg.paths.plots) / STAGE
     cohort = PreparedCohort.read(resolve_path(cfg.paths.prepared))
@@ -202,7 +188,7 @@ def run_foundation(cfg: DictConfig) -> dict[str, Any]:
     train, valid = split_batches(features, cohort, split_cfg)
 
     params = {"foundation": fcfg, "split": split_cfg}
-    with stage_run(STAGE, params, cfg.tracking.uri) if cfg.tracking.enabled else nullcontext():
+    with tracked(cfg, STAGE, params) as mlrun:
         model = FoundationModel(config)
         model.fit(train, valid)
         model.save(model_dir)
@@ -215,12 +201,12 @@ def run_foundation(cfg: DictConfig) -> dict[str, Any]:
             "prior_intercept": model.intercept,
             "prior_slope": model.slope,
         } | valid_metrics(model, valid)
-        write_json(resolve_path(cfg.paths.metrics) / f"{STAGE}.json", metrics)
         figures = [
             plot_feature_importance(model, plots_dir / "feature_importance.png"),
             plot_group_importance(model, valid, plots_dir / "group_importance.png"),
         ]
-        if cfg.tracking.enabled:
+        finish(cfg, STAGE, metrics, mlrun)
+        if mlrun is not None:
             example = valid.features().head(EXAMPLE_ROWS)
             _log_to_mlflow(
                 model, model_dir, example, metrics, figures, fcfg["registered_model_name"]

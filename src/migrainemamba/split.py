@@ -1,4 +1,4 @@
-"""Time-ordered evaluation split (DESIGN.md §4): never split days at random.
+"""Time-ordered evaluation split (docs/architecture.md §4): never split days at random.
 
 - Cold start: a seeded share of whole users is held out; all their days are test.
 - Everyone else: each person's earlier logged days train, the next slice
@@ -32,7 +32,7 @@ def make_split(features: pl.DataFrame, split_cfg: dict[str, Any]) -> pl.DataFram
     train_share = float(split_cfg["train_share"])
     valid_share = float(split_cfg["valid_share"])
     if not 0 <= share < 1 or not 0 < train_share < 1 or not 0 <= valid_share < 1 - train_share:
-        raise ValueError(f"evaluate.split: shares out of range: {split_cfg}")
+        raise ValueError(f"split: shares out of range: {split_cfg}")
     seed = int(split_cfg["seed"])
     users = features.select(pl.col("user_id").unique()).with_columns(
         cold_start=pl.col("user_id").map_elements(lambda u: _holdout(u, seed, share), return_dtype=pl.Boolean)

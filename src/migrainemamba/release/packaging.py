@@ -1,6 +1,6 @@
-"""The ``package`` stage: champions -> routing table -> BentoML model store -> bento.
+"""Packaging for the ``package`` stage: champions -> routing table -> BentoML model store -> bento.
 
-1. :mod:`migrainemamba.selection` picks a champion per phase, sets the MLflow
+1. :mod:`migrainemamba.release.selection` picks a champion per phase, sets the MLflow
    ``champion`` aliases and writes ``data/serving/`` (``routing.json`` with the
    champions' folders copied beside it, ``selection.json``). The development
    server reads that routing table (README, "Serving").
@@ -35,27 +35,19 @@ import sys
 import tarfile
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig
 
-from migrainemamba.config import repo_root, resolve_path, to_dict
 from migrainemamba.features import PHASES
-from migrainemamba.pipeline import write_json
-from migrainemamba.selection import (
-    ROUTING_FILE,
+from migrainemamba.release.routing import load_routing_table
+from migrainemamba.release.selection import (
     SELECTION_FILE,
-    Candidate,
     ModelRef,
     Selection,
-    SelectionRule,
-    run_selection,
     tree_sha256,
 )
-from migrainemamba.tracking import flatten, stage_run, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +235,6 @@ def export_bento(tag: str, out_dir: Path) -> tuple[Path, Path]:
 
 def check_bento(bento_dir: Path, routes: Mapping[str, ModelRef]) -> dict[str, Any]:
     """Load an unpacked bento's own routing table from inside it; compare model files; find the Dockerfile."""
-    from migrainemamba.service.forecasting import load_routing_table
-
     loaded = load_routing_table(bento_dir / "src" / BENTO_ROUTING_RELPATH)
     for phase, route in loaded.items():
         ref = routes[phase]
@@ -338,55 +328,4 @@ def package(
         }
     )
     log.info("built bento %s; exported to %s (unpacked: %s)", bento.tag, archive, unpacked)
-    return metrics
-
-
-def run_package(cfg: DictConfig) -> dict[str, Any]:
-    """The DVC stage: select (report -> data/serving/), import, build; metrics/package.json."""
-    scfg = to_dict(cfg.serve)
-    rule = SelectionRule.from_dict(scfg["selection"])
-    candidates = [
-        Candidate.from_dict(
-            {**c, **({"model_dir": resolve_path(c["model_dir"])} if c.get("model_dir") else {})}
-        )
-        for c in scfg["selection"]["candidates"]
-    ]
-    report_path = resolve_path(scfg["report"])
-    if not report_path.is_file():
-        raise FileNotFoundError(
-            f"package: no evaluation report at {report_path}; run the evaluate stage first"
-        )
-    report = json.loads(report_path.read_text())
-    serving_dir = resolve_path(scfg["serving_dir"])
-    enabled = bool(cfg.tracking.enabled)
-    with stage_run(STAGE, {"serve": scfg}, cfg.tracking.uri) if enabled else nullcontext():
-        selection = run_selection(
-            report,
-            candidates,
-            rule,
-            serving_dir,
-            tracking_uri=tracking_uri(cfg.tracking.uri) if enabled else None,
-        )
-        metrics = package(
-            selection,
-            serving_dir,
-            resolve_path(scfg["bentofile"]),
-            repo_root(),
-            resolve_path(scfg["bentoml_home"]),
-            build=bool(scfg["build"]),
-        )
-        metrics["routing_table"] = str(serving_dir / ROUTING_FILE)
-        for phase, choice in selection.choices.items():
-            metrics[f"champion_{rule.metric}"] = metrics.get(f"champion_{rule.metric}", {})
-            metrics[f"champion_{rule.metric}"][phase] = choice.scores[choice.champion][rule.metric]
-        write_json(resolve_path(cfg.paths.metrics) / f"{STAGE}.json", metrics)
-        if enabled:
-            import mlflow
-
-            mlflow.log_dict(selection.record(rule), "selection.json")
-            mlflow.log_dict(selection.table, "routing.json")
-            numbers = {k: v for k, v in flatten(metrics).items() if isinstance(v, int | float)}
-            mlflow.log_metrics({k.replace("+", "plus"): float(v) for k, v in numbers.items()})
-            if "bento_tag" in metrics:
-                mlflow.set_tag("bento_tag", metrics["bento_tag"])
     return metrics

@@ -8,7 +8,7 @@ the models never trained on, as every user of the service is):
 
 1. **Candidates** are the model families listed in ``selection.candidates``
    (simplest first) that the report scores for the phase, that the service can
-   load (a loader in ``service.forecasting.LOADERS``) and, unless built in, whose
+   load (a family in ``models.registry`` with a loader) and, unless built in, whose
    saved model folder exists. The running personal base rate is a legal, built-in
    champion: it is a real model (the person's own onset rate so far, shrunk
    toward their self-reported frequency) and needs no artifact. The clinical-prior
@@ -54,13 +54,13 @@ from pathlib import Path
 from typing import Any
 
 from migrainemamba.features import PHASES
+from migrainemamba.release.routing import BUILTIN_VERSION
 
 log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
 ROUTING_FILE = "routing.json"
 SELECTION_FILE = "selection.json"
-BUILTIN_VERSION = "builtin"  # as service.forecasting.BUILTIN_VERSION
 
 
 # ------------------------------------------------------------------ the rule
@@ -232,9 +232,9 @@ def choose_champion(
 
 def servable_families() -> set[str]:
     """Model names the service can load (its routing-table loaders)."""
-    from migrainemamba.service.forecasting import LOADERS
+    from migrainemamba.models.registry import loaders
 
-    return set(LOADERS)
+    return set(loaders())
 
 
 def available_candidates(
@@ -250,7 +250,7 @@ def available_candidates(
         if candidate.name not in loaders:
             skipped[candidate.name] = (
                 f"the service has no loader for {candidate.name!r} "
-                "(service.forecasting.register_loader)"
+                "(models.registry.register_family)"
             )
         elif candidate.name not in scored_anywhere:
             skipped[candidate.name] = "not scored in the evaluation report"

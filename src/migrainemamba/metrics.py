@@ -1,4 +1,4 @@
-"""Forecast metrics shared by every report (DESIGN.md §4)."""
+"""Forecast metrics shared by every report (docs/architecture.md §4)."""
 
 from __future__ import annotations
 

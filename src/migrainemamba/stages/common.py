@@ -1,0 +1,45 @@
+"""Run plumbing every stage shares: its tracking run, its metrics file, its MLflow metrics.
+
+Exit codes and logging set-up are the entry point's (``migrainemamba.pipeline.run_stage``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from omegaconf import DictConfig
+
+from migrainemamba.config import resolve_path
+from migrainemamba.pipeline import write_json
+from migrainemamba.tracking import flatten, stage_run
+
+
+@contextmanager
+def tracked(cfg: DictConfig, stage: str, params: Mapping[str, Any]) -> Iterator[Any]:
+    """The stage's MLflow run (None when ``tracking.enabled`` is false)."""
+    if not cfg.tracking.enabled:
+        yield None
+        return
+    with stage_run(stage, params, cfg.tracking.uri) as run:
+        yield run
+
+
+def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Flattened finite numbers of a (nested) metrics dict, in MLflow's key alphabet."""
+    out = {}
+    for key, value in flatten(metrics).items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            out[key.replace("+", "plus")] = float(value)
+    return out
+
+
+def finish(cfg: DictConfig, stage: str, metrics: Mapping[str, Any], run: Any = None) -> None:
+    """Write ``metrics/<stage>.json`` (the headline numbers ``dvc metrics show`` prints) and log them."""
+    write_json(resolve_path(cfg.paths.metrics) / f"{stage}.json", dict(metrics))
+    if run is not None:
+        import mlflow
+
+        mlflow.log_metrics(numeric(metrics))
