@@ -167,7 +167,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     split = make_split(features, split_cfg)
     timings: dict[str, float] = {}
 
-    params = {"personal": pc, "split": split_cfg}
+    # bin labels hold '+', which MLflow param keys may not: the bins go in as one value
+    params = {"personal": {k: v for k, v in pc.items() if k != "days_logged_bins"} | {"days_logged_bins": str(pc["days_logged_bins"])}, "split": split_cfg}
     with tracked(cfg, STAGE, params) as mlrun:
         # 1. the prior, by empirical Bayes on the training split
         offset_dir = resolve_path(cfg.paths.models) / "foundation"
