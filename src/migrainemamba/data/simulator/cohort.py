@@ -112,8 +112,71 @@ def _solve_alpha(target: np.ndarray, lp_rest: np.ndarray, mask: np.ndarray | Non
     return alpha
 
 
+@dataclass
+class SimulationInternals:
+    """What the simulator knows beyond the tables (for ceilings that rerun its oracle)."""
+
+    people: _People
+    expo: Exposures
+    inputs: AttackInputs
+    history: AttackHistory
+    sensitive: dict[str, np.ndarray]
+    log_or: dict[str, np.ndarray]
+    burst_correction: np.ndarray  # (U,) subtracted from alpha so clustering keeps the target rate
+    onset_target: np.ndarray  # (U,) onset rate per eligible day aimed at
+    calibration_eligible: np.ndarray  # (U, T) eligible days of the calibration pass (alpha's mask)
+    state: np.ndarray
+    prone: np.ndarray
+    bursty: np.ndarray
+    cycles: object
+    start: date
+    rng_diary: np.random.Generator
+    rng_detail: np.random.Generator
+    rng_scenario: dict[str, np.random.Generator]
+    cal_index: np.ndarray  # (U, T) calendar day of each simulated day
+    extra_lags: dict[str, np.ndarray]  # scenario: person-specific extra lags per trigger
+    drift: np.ndarray | None  # scenario: the drifting susceptibility, (U, T)
+
+
 def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCohort:
     """Simulate `cfg.n_users` people over `cfg.n_days` days; deterministic given `cfg.seed`."""
+    sim = simulate_internals(cfg, progress)
+    people, history, inputs, start = sim.people, sim.history, sim.inputs, sim.start
+    scenario, n_users, n_days = cfg.scenario, cfg.n_users, BURN_IN_DAYS + cfg.n_days
+    diary = _diary_mask(sim.rng_diary, cfg, n_users, n_days)
+    recorded_attack = None
+    if scenario.reporting is not None:
+        reporting = apply_reporting(sim.rng_scenario["reporting"], scenario.reporting, diary, history.attack, BURN_IN_DAYS)
+        diary, recorded_attack = reporting.logged, reporting.recorded_attack
+    meds = None
+    if cfg.medications:  # its own seed: the streams above stay as they were
+        epoch = (start - date(1970, 1, 1)).days
+        meds = simulate_medications(
+            cfg.medications, cfg.seed + 3, _user_ids(n_users), people.band, history.attack, diary,
+            sim.cal_index + epoch, BURN_IN_DAYS,
+        )
+    truth_users = _truth_users_table(cfg, people, sim.sensitive, sim.log_or, sim.prone, sim.bursty, inputs, history)
+    truth_days = _truth_days_table(cfg, people, sim.expo, history, sim.state, diary, start)
+    drift = sim.drift
+    return SimulatedCohort(
+        users=_users_table(cfg, people, sim.cycles, start, inputs, history),
+        daily_logs=_daily_logs_table(sim.rng_detail, cfg, people, sim.expo, history, diary, start, recorded_attack),
+        truth_users=truth_users.with_columns(
+            *[pl.Series(f"{name}_extra_lag_days", lag) for name, lag in sim.extra_lags.items()],
+            *([pl.Series("refractory_log_or", inputs.refractory_log_or)] if inputs.refractory_log_or is not None else []),
+        ),
+        truth_days=truth_days.with_columns(
+            *([pl.Series("susceptibility_drift", drift[:, BURN_IN_DAYS:].ravel())] if drift is not None else []),
+            *([pl.Series("recorded_attack", recorded_attack[:, BURN_IN_DAYS:].ravel())]
+              if recorded_attack is not None else []),
+        ),
+        medications=None if meds is None else meds.medications,
+        truth_medication_users=None if meds is None else meds.truth_users,
+    )
+
+
+def simulate_internals(cfg: SimulatorConfig, progress: bool = False) -> SimulationInternals:
+    """The simulation itself (people, exposures, sensitivities, attacks), before the tables."""
     seeds = np.random.SeedSequence(cfg.seed).spawn(8)
     rng_people, rng_calendar, rng_expo, rng_effects, rng_attacks, rng_diary, rng_detail, _ = (
         np.random.default_rng(s) for s in seeds
@@ -217,34 +280,12 @@ def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCo
     if inputs.feedback is not None:
         inputs.feedback.write_back(expo)
 
-    diary = _diary_mask(rng_diary, cfg, n_users, n_days)
-    recorded_attack = None
-    if scenario.reporting is not None:
-        reporting = apply_reporting(rng_scenario["reporting"], scenario.reporting, diary, history.attack, BURN_IN_DAYS)
-        diary, recorded_attack = reporting.logged, reporting.recorded_attack
-    meds = None
-    if cfg.medications:  # its own seed: the streams above stay as they were
-        epoch = (start - date(1970, 1, 1)).days
-        meds = simulate_medications(
-            cfg.medications, cfg.seed + 3, _user_ids(n_users), people.band, history.attack, diary,
-            cal_index + epoch, BURN_IN_DAYS,
-        )
-    truth_users = _truth_users_table(cfg, people, sensitive, log_or, prone, bursty, inputs, history)
-    truth_days = _truth_days_table(cfg, people, expo, history, state, diary, start)
-    return SimulatedCohort(
-        users=_users_table(cfg, people, cycles, start, inputs, history),
-        daily_logs=_daily_logs_table(rng_detail, cfg, people, expo, history, diary, start, recorded_attack),
-        truth_users=truth_users.with_columns(
-            *[pl.Series(f"{name}_extra_lag_days", lag) for name, lag in extra_lags.items()],
-            *([pl.Series("refractory_log_or", inputs.refractory_log_or)] if inputs.refractory_log_or is not None else []),
-        ),
-        truth_days=truth_days.with_columns(
-            *([pl.Series("susceptibility_drift", drift[:, BURN_IN_DAYS:].ravel())] if drift is not None else []),
-            *([pl.Series("recorded_attack", recorded_attack[:, BURN_IN_DAYS:].ravel())]
-              if recorded_attack is not None else []),
-        ),
-        medications=None if meds is None else meds.medications,
-        truth_medication_users=None if meds is None else meds.truth_users,
+    return SimulationInternals(
+        people=people, expo=expo, inputs=inputs, history=history, sensitive=sensitive, log_or=log_or,
+        burst_correction=np.log(with_burst / without_burst), onset_target=q,
+        calibration_eligible=first.eligible, state=state, prone=prone,
+        bursty=bursty, cycles=cycles, start=start, rng_diary=rng_diary, rng_detail=rng_detail,
+        rng_scenario=rng_scenario, cal_index=cal_index, extra_lags=extra_lags, drift=drift,
     )
 
 
