@@ -13,8 +13,20 @@ from migrainemamba.evaluation.leakage import audit_leakage
 from migrainemamba.evaluation.trigger_recovery import recovery, top_ranked
 from migrainemamba.features import build_features
 from migrainemamba.models.base import ForecastBatch
-from migrainemamba.models.bayes_logistic import Posterior, Rows, empirical_bayes, fit_laplace, online_update, predictive_logit
-from migrainemamba.models.personal import Diaries, PersonalConfig, PersonalModel, personalise, personalise_user
+from migrainemamba.models.bayes_logistic import (
+    Rows,
+    empirical_bayes,
+    fit_laplace,
+    online_update,
+    predictive_logit,
+)
+from migrainemamba.models.personal import (
+    Diaries,
+    PersonalConfig,
+    PersonalModel,
+    personalise,
+    personalise_user,
+)
 from migrainemamba.models.prior import PriorLogistic
 from migrainemamba.models.trigger_map import ClassRule, MapRows, estimate_map_prior, trigger_maps
 from tests.conftest import simulator_config
@@ -86,7 +98,7 @@ def tiny():
 
 
 def test_forecasts_before_day_31_are_the_population_forecast(tiny):
-    cohort, features, model = tiny
+    _cohort, features, model = tiny
     frame, _ = model.forecast_rows(features)
     rows = features.select("user_id", "date", "days_logged_before").join(frame, on=["user_id", "date"])
     early = rows.filter(pl.col("days_logged_before") < 30)

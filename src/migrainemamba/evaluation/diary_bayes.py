@@ -100,7 +100,7 @@ def _filter(sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, 
         weights = np.prod(np.where(combos[None] == 1, prob[:, None, :], 1 - prob[:, None, :]), axis=2)
         risk = expit(known[:, None, None, None] + state_lp[None, :, :, None] + combo_lp[:, None, None, :])
         p_draw = np.einsum("uab,uc,uabc->u", belief, weights, risk)
-        w = np.exp((log_w - log_w.reshape(n_people, n_draws).max(axis=1).repeat(n_draws))).reshape(n_people, n_draws)
+        w = np.exp(log_w - log_w.reshape(n_people, n_draws).max(axis=1).repeat(n_draws)).reshape(n_people, n_draws)
         w /= w.sum(axis=1, keepdims=True)
         forecast[:, t] = (w * p_draw.reshape(n_people, n_draws)).sum(axis=1)
         unlearned[:, t] = p_draw.reshape(n_people, n_draws).mean(axis=1)

@@ -8,7 +8,6 @@ Spearman rank correlation of the estimated and the true log OR.
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 from scipy.stats import spearmanr
 

@@ -70,7 +70,6 @@ class Posterior:
 
     @classmethod
     def prior(cls, n_groups: int, prior_mean: np.ndarray, prior_var: np.ndarray) -> Posterior:
-        k = len(prior_var)
         return cls(
             np.tile(np.asarray(prior_mean, float), (n_groups, 1)),
             np.tile(np.diag(np.asarray(prior_var, float)), (n_groups, 1, 1)),

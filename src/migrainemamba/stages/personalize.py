@@ -183,7 +183,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         # 2. prequential forecasts of every day, leakage audit, scores
         t0 = time.perf_counter()
-        forecasts, result = model.forecast_rows(split)
+        forecasts, _result = model.forecast_rows(split)
         timings["prequential_seconds"] = time.perf_counter() - t0
         rows = split.filter(pl.col("scorable") & pl.col("split").is_in(["valid", "test"])).with_columns(
             bin=days_logged_bin(pc["days_logged_bins"])
