@@ -7,9 +7,12 @@ import json
 import zipfile
 from datetime import date, timedelta
 
+import jsonschema
 import pytest
+from pydantic import ValidationError
 from pypdf import PdfReader
 
+from migrainemamba.service.schemas_clinical import MedicationLog, MedicationUpdate, MidasSubmit
 from tests.unit.test_service_support import TODAY, full_day, make_client, make_settings, onboard
 
 HIT6 = [
@@ -40,7 +43,7 @@ def user(client):
     return onboard(client)
 
 
-def med(user_id: str, day: date, **values):
+def med(user_id: str, day: date, /, **values):
     body = {
         "user_id": user_id,
         "date": day.isoformat(),
@@ -139,14 +142,38 @@ def test_log_list_edit_and_remove_a_medication(client, user):
         100.0,
     )
     assert edited.json()["name"] == "sumatriptan"  # fields not sent stay
-    # relief is for acute intakes: making it preventive without clearing relief is refused
+    # relief is for acute intakes: making it preventive without clearing the stored relief
+    # contradicts the stored row (409 naming the field, nothing written) ...
+    refused = client.put(
+        f"/medications/{user_id}/{logged['id']}",
+        json={"purpose": "preventive", "dose_mg": 10.0},
+        headers=headers,
+    )
+    assert refused.status_code == 409, refused.text
+    assert [(e["loc"], e["type"]) for e in refused.json()["detail"]] == [
+        (["body", "purpose"], "relief_for_preventive")
+    ]
+    # ... and so does a relief for a stored preventive
+    refused = client.put(
+        f"/medications/{user_id}/{pre.json()['id']}", json={"relief_2h": 2}, headers=headers
+    )
+    assert refused.status_code == 409 and refused.json()["detail"][0]["loc"] == [
+        "body",
+        "relief_2h",
+    ]
+    # a body that contradicts itself is a 422 (the schema states the rule)
     assert _errors(
         client.put(
             f"/medications/{user_id}/{logged['id']}",
-            json={"purpose": "preventive"},
+            json={"purpose": "preventive", "relief_2h": 1},
             headers=headers,
         )
-    ) == {"purpose": "relief_for_preventive"}
+    ) == {"relief_2h": "relief_for_preventive"}
+    unchanged = client.get(f"/medications/history/{user_id}", headers=headers).json()
+    assert {(m["purpose"], m["relief_2h"], m["dose_mg"]) for m in unchanged["medications"]} == {
+        ("acute", 3, 100.0),
+        ("preventive", None, 80.0),
+    }
     ok = client.put(
         f"/medications/{user_id}/{logged['id']}",
         json={"purpose": "preventive", "relief_2h": None},
@@ -172,7 +199,11 @@ def test_log_list_edit_and_remove_a_medication(client, user):
         ({"relief_2h": "2"}, "relief_2h", "int_type"),
         ({"dose_mg": -5.0}, "dose_mg", "greater_than_equal"),
         ({"name": ""}, "name", "string_too_short"),
-        ({"name": "suma\x00triptan"}, "name", "string_pattern_mismatch"),
+        # control characters: the input hygiene answers first, on every route (service.hygiene)
+        ({"name": "suma\x00triptan"}, "name", "string_character"),
+        ({"user_id": "a b"}, "user_id", "string_pattern_mismatch"),
+        ({"date": 0}, "date", "date_format"),
+        ({"date": "0"}, "date", "date_format"),
         ({"purpose": "preventive"}, "relief_2h", "relief_for_preventive"),
         ({"date": (TODAY + timedelta(days=1)).isoformat()}, "date", "date_in_future"),
         ({"colour": "red"}, "colour", "extra_forbidden"),
@@ -195,6 +226,79 @@ def test_medication_name_is_required(client, user):
     assert _errors(client.post("/medications/log", json=body, headers=headers)) == {
         "name": "missing"
     }
+
+
+def test_integral_floats_are_integers_as_in_the_schema(client, user):
+    """JSON Schema counts 2.0 as an integer: so does the service (schemas.integral_float)."""
+    user_id, headers = user
+    logged = client.post(
+        "/medications/log", json=med(user_id, TODAY, relief_2h=2.0), headers=headers
+    )
+    assert logged.status_code == 201 and logged.json()["relief_2h"] == 2
+    body = {
+        "user_id": user_id,
+        "date": TODAY.isoformat(),
+        **{k: float(v) for k, v in MIDAS.items()},
+    }
+    midas = client.post("/questionnaires/midas", json=body, headers=headers)
+    assert midas.status_code == 201 and midas.json()["questionnaire"]["score"] == 12
+
+
+def _schema_accepts(model, body) -> bool:
+    return jsonschema.Draft202012Validator(model.model_json_schema()).is_valid(body)
+
+
+def _model_accepts(model, body) -> bool:
+    try:
+        model.model_validate(body)
+    except ValidationError:
+        return False
+    return True
+
+
+def test_the_schemas_cross_field_rules_are_the_validators():
+    """What the OpenAPI says (if/then, the MIDAS staircase) is exactly what the service accepts."""
+    pair = ("missed_work_or_school_days", "reduced_work_or_school_productivity_days")
+    for first in range(91):
+        for second in (90 - first, 91 - first):  # at the recall, one day over it
+            if second > 90:
+                continue
+            body = {
+                "user_id": "u1",
+                "date": TODAY.isoformat(),
+                **MIDAS,
+                pair[0]: first,
+                pair[1]: second,
+            }
+            household = {
+                **body,
+                "missed_household_work_days": first,
+                "reduced_household_productivity_days": second,
+            }
+            for candidate in (body, household):
+                assert _schema_accepts(MidasSubmit, candidate) == _model_accepts(
+                    MidasSubmit, candidate
+                )
+                assert _model_accepts(MidasSubmit, candidate) == (first + second <= 90)
+    for purpose in ("acute", "preventive"):
+        for relief in (None, 0, 2):
+            body = med("u1", TODAY, purpose=purpose, relief_2h=relief)
+            expected = purpose == "acute" or relief is None
+            assert (
+                _schema_accepts(MedicationLog, body)
+                == _model_accepts(MedicationLog, body)
+                == expected
+            )
+            change = {"purpose": purpose, "relief_2h": relief}
+            assert (
+                _schema_accepts(MedicationUpdate, change)
+                == _model_accepts(MedicationUpdate, change)
+                == expected
+            )
+    # the rule reads the body only: a relief alone, or a purpose alone, is for the merged-row check
+    assert _schema_accepts(MedicationUpdate, {"relief_2h": 2}) and _model_accepts(
+        MedicationUpdate, {"relief_2h": 2}
+    )
 
 
 # ---------------------------------------------------------- questionnaires
@@ -257,6 +361,9 @@ def test_midas_and_hit6_are_scored_and_kept_as_a_time_series(client, user):
             "midas_days_overlap",
         ),
         ("midas", {"missed_household_work_days": 2.5}, "missed_household_work_days", "int_type"),
+        ("midas", {"missed_household_work_days": "2"}, "missed_household_work_days", "int_type"),
+        ("midas", {"user_id": "../x"}, "user_id", "string_pattern_mismatch"),
+        ("hit6", {"date": 19000}, "date", "date_format"),
         ("hit6", {"too_tired": "often"}, "too_tired", "literal_error"),
     ],
 )
@@ -504,6 +611,7 @@ def test_bad_input_on_every_new_route_is_a_422_naming_the_field(client, user):
         ("get", f"/medications/history/{user_id}?purpose=rescue", None, "purpose"),
         ("put", f"/medications/{user_id}/{medication_id}", {"time": "8am"}, "time"),
         ("put", f"/medications/{user_id}/{medication_id}", {"name": None}, "name"),
+        ("put", f"/medications/{user_id}/{medication_id}", {"date": None}, "date"),
         ("put", f"/medications/{user_id}/one", {"relief_2h": 1}, "medication_id"),
         ("delete", f"/medications/{user_id}/one", None, "medication_id"),
         (
@@ -520,6 +628,9 @@ def test_bad_input_on_every_new_route_is_a_422_naming_the_field(client, user):
         ),
         ("get", f"/questionnaires/history/{user_id}?instrument=PHQ-9", None, "instrument"),
         ("get", f"/clinical/summary/{user_id}?end=yesterday", None, "end"),
+        ("get", f"/clinical/summary/{user_id}?start=0", None, "start"),
+        ("get", f"/questionnaires/history/{user_id}?start=0", None, "start"),
+        ("get", f"/medications/history/{user_id}?end=19000", None, "end"),
         ("get", f"/reports/{user_id}?start=2020-01-01", None, "start"),
         ("get", f"/users/export/{user_id}?format=xml", None, "format"),
     ]
