@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 from pypdf import PdfReader
 
+from migrainemamba.data.schema import MIDAS_ITEMS, MIDAS_RECALL_DAYS
 from migrainemamba.service.schemas_clinical import MedicationLog, MedicationUpdate, MidasSubmit
 from tests.unit.test_service_support import TODAY, full_day, make_client, make_settings, onboard
 
@@ -257,29 +258,8 @@ def _model_accepts(model, body) -> bool:
 
 
 def test_the_schemas_cross_field_rules_are_the_validators():
-    """What the OpenAPI says (if/then, the MIDAS staircase) is exactly what the service accepts."""
-    pair = ("missed_work_or_school_days", "reduced_work_or_school_productivity_days")
-    for first in range(91):
-        for second in (90 - first, 91 - first):  # at the recall, one day over it
-            if second > 90:
-                continue
-            body = {
-                "user_id": "u1",
-                "date": TODAY.isoformat(),
-                **MIDAS,
-                pair[0]: first,
-                pair[1]: second,
-            }
-            household = {
-                **body,
-                "missed_household_work_days": first,
-                "reduced_household_productivity_days": second,
-            }
-            for candidate in (body, household):
-                assert _schema_accepts(MidasSubmit, candidate) == _model_accepts(
-                    MidasSubmit, candidate
-                )
-                assert _model_accepts(MidasSubmit, candidate) == (first + second <= 90)
+    """What the OpenAPI says is what the service accepts: the relief rule as if/then; the MIDAS
+    recall (in words: JSON Schema has no arithmetic) at the boundary, per pair."""
     for purpose in ("acute", "preventive"):
         for relief in (None, 0, 2):
             body = med("u1", TODAY, purpose=purpose, relief_2h=relief)
@@ -295,10 +275,22 @@ def test_the_schemas_cross_field_rules_are_the_validators():
                 == _model_accepts(MedicationUpdate, change)
                 == expected
             )
-    # the rule reads the body only: a relief alone, or a purpose alone, is for the merged-row check
-    assert _schema_accepts(MedicationUpdate, {"relief_2h": 2}) and _model_accepts(
-        MedicationUpdate, {"relief_2h": 2}
-    )
+    # the rule reads the body only: a relief alone is for the merged-row check (409)
+    assert _schema_accepts(MedicationUpdate, {"relief_2h": 2})
+    assert _model_accepts(MedicationUpdate, {"relief_2h": 2})
+
+    description = MidasSubmit.model_json_schema()["description"]
+    pairs = [(MIDAS_ITEMS[0], MIDAS_ITEMS[1]), (MIDAS_ITEMS[2], MIDAS_ITEMS[3])]
+    for first, second in pairs:
+        assert f"{first} + {second} <= {MIDAS_RECALL_DAYS}" in description
+        for days in range(MIDAS_RECALL_DAYS + 1):
+            at_recall = {"user_id": "u1", "date": TODAY.isoformat(), **MIDAS, first: days}
+            at_recall[second] = MIDAS_RECALL_DAYS - days
+            over = {**at_recall, second: MIDAS_RECALL_DAYS - days + 1}
+            assert _schema_accepts(MidasSubmit, at_recall) and _model_accepts(
+                MidasSubmit, at_recall
+            )
+            assert not _model_accepts(MidasSubmit, over)
 
 
 # ---------------------------------------------------------- questionnaires

@@ -9,10 +9,12 @@ is a 422 naming the field. The service's shared request types are used as they
 are: ``schemas.BodyUserId``, ``schemas.IsoDate`` (with the diary's date window,
 ``schemas.DATE_LIMITS``), integral floats read as integers.
 
-Rules between fields are stated in the JSON Schema too (``if``/``then``, as the
-diary's outcome rule), so clients and generators know them: no ``relief_2h``
-for a preventive dose; MIDAS days of questions 1+2 (and 3+4) within the
-90-day recall.
+Rules between fields: no ``relief_2h`` for a preventive dose is stated in the
+JSON Schema too (``if``/``then``, as the diary's outcome rule), so clients and
+generators know it. MIDAS days of questions 1+2 (and 3+4) within the 90-day
+recall is stated in the model's description: JSON Schema has no arithmetic,
+and its exact form (a 91-branch ``anyOf`` per pair) is more than generators
+(schemathesis' canonicaliser) and client generators take.
 """
 
 from __future__ import annotations
@@ -176,33 +178,16 @@ def _midas_pair(first: str) -> Any:
     return check
 
 
-def _within_recall(first: str, second: str) -> dict[str, Any]:
-    """JSON Schema of ``first + second <= MIDAS_RECALL_DAYS``: one branch per value of ``first``
-    (JSON Schema has no arithmetic; the staircase is exact, and a generator picks a branch)."""
-    return {
-        "anyOf": [
-            {"properties": {first: {"const": days}, second: {"maximum": MIDAS_RECALL_DAYS - days}}}
-            for days in range(MIDAS_RECALL_DAYS + 1)
-        ]
-    }
-
-
-MIDAS_RULE = {
-    "allOf": [
-        _within_recall(MIDAS_ITEMS[0], MIDAS_ITEMS[1]),
-        _within_recall(MIDAS_ITEMS[2], MIDAS_ITEMS[3]),
-    ]
-}
-
-
-class MidasRuleModel(StrictModel):
-    model_config = ConfigDict(json_schema_extra=MIDAS_RULE)
-
-
 MidasSubmit = create_model(
     "MidasSubmit",
-    __base__=MidasRuleModel,
-    __doc__="MIDAS (last 3 months): days per question; the score is their sum (grades I-IV).",
+    __base__=StrictModel,
+    __doc__=(
+        "MIDAS (last 3 months): days per question; the score is their sum (grades I-IV). "
+        "Days counted in question 1 are not counted again in question 2, nor 3 in 4: "
+        f"{MIDAS_ITEMS[0]} + {MIDAS_ITEMS[1]} <= {MIDAS_RECALL_DAYS} and "
+        f"{MIDAS_ITEMS[2]} + {MIDAS_ITEMS[3]} <= {MIDAS_RECALL_DAYS} "
+        "(else 422 midas_days_overlap naming the second)."
+    ),
     __validators__={
         "pair_work": field_validator(MIDAS_ITEMS[1])(_midas_pair(MIDAS_ITEMS[0])),
         "pair_household": field_validator(MIDAS_ITEMS[3])(_midas_pair(MIDAS_ITEMS[2])),
