@@ -606,6 +606,8 @@ def test_bad_input_on_every_new_route_is_a_422_naming_the_field(client, user):
         ("put", f"/medications/{user_id}/{medication_id}", {"date": None}, "date"),
         ("put", f"/medications/{user_id}/one", {"relief_2h": 1}, "medication_id"),
         ("delete", f"/medications/{user_id}/one", None, "medication_id"),
+        ("put", f"/medications/{user_id}/{2**64}", {"relief_2h": 1}, "medication_id"),
+        ("delete", f"/medications/{user_id}/0", None, "medication_id"),
         (
             "post",
             "/questionnaires/midas",

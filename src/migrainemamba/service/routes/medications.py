@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from migrainemamba.service import clinical_crud
 from migrainemamba.service.db import SessionDep
@@ -28,6 +28,13 @@ from migrainemamba.service.schemas_clinical import (
 )
 
 router = APIRouter(prefix="/medications", tags=["medications"])
+
+# ids are INTEGER columns (32-bit on PostgreSQL): a larger id cannot exist, and SQLite's driver
+# cannot even bind one beyond 64 bits (OverflowError, a 500), so it is a 422 naming the parameter
+MAX_ROW_ID = 2**31 - 1
+MedicationId = Annotated[
+    int, Path(ge=1, le=MAX_ROW_ID, description="the medication's id (as returned by /log)")
+]
 
 
 @router.post("/log", response_model=MedicationOut, status_code=status.HTTP_201_CREATED)
@@ -84,7 +91,7 @@ def _owned_medication(session: SessionDep, user_id: str, medication_id: int) -> 
     },
 )
 def edit(
-    medication_id: int,
+    medication_id: MedicationId,
     body: MedicationUpdate,  # type: ignore[valid-type]
     user: OwnedUser,
     session: SessionDep,
@@ -123,7 +130,7 @@ def edit(
 @router.delete(
     "/{user_id}/{medication_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
 )
-def remove(medication_id: int, user: OwnedUser, session: SessionDep) -> Response:
+def remove(medication_id: MedicationId, user: OwnedUser, session: SessionDep) -> Response:
     """Remove a medication logged by mistake."""
     clinical_crud.delete_medication(
         session, _owned_medication(session, user.user_id, medication_id)
