@@ -11,8 +11,10 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 from pypdf import PdfReader
+from sqlalchemy import event
 
 from migrainemamba.data.schema import MIDAS_ITEMS, MIDAS_RECALL_DAYS
+from migrainemamba.service.db import WRITER
 from migrainemamba.service.schemas_clinical import MedicationLog, MedicationUpdate, MidasSubmit
 from tests.unit.test_service_support import TODAY, full_day, make_client, make_settings, onboard
 
@@ -636,3 +638,99 @@ def test_bad_input_on_every_new_route_is_a_422_naming_the_field(client, user):
     # nothing was changed by the rejected requests
     (stored,) = client.get(f"/medications/history/{user_id}", headers=headers).json()["medications"]
     assert (stored["time"], stored["name"]) == ("08:30", "sumatriptan")
+
+
+# ------------------------------------------------------------- transactions
+
+
+class _Transactions:
+    """What one request does on the engine: transactions begun (writer or not), ended, and the
+    statements sent (SQLite: the writer's BEGIN IMMEDIATE is one of them, db module docstring)."""
+
+    def __init__(self, engine) -> None:
+        self.events: list[str] = []
+        event.listen(engine, "begin", self._begin)
+        event.listen(engine, "commit", lambda _c: self.events.append("commit"))
+        event.listen(engine, "rollback", lambda _c: self.events.append("rollback"))
+        event.listen(engine, "before_cursor_execute", self._statement)
+
+    def _begin(self, connection) -> None:
+        writer = connection.get_execution_options().get(WRITER, False)
+        self.events.append("begin writer" if writer else "begin reader")
+
+    def _statement(self, _conn, _cursor, statement, _params, _context, _many) -> None:
+        self.events.append(
+            statement.split()[0].upper() + (" IMMEDIATE" if "IMMEDIATE" in statement else "")
+        )
+
+    def take(self) -> list[str]:
+        taken, self.events = self.events, []
+        return taken
+
+
+def _one_writer_transaction(events: list[str], ends: str = "commit") -> bool:
+    """Exactly one transaction, begun as a writer (BEGIN IMMEDIATE), every write inside it."""
+    begins = [e for e in events if e.startswith("begin")]
+    return (
+        begins == ["begin writer"]
+        and set(events[:2]) == {"begin writer", "BEGIN IMMEDIATE"}  # before any other statement
+        and events.count("BEGIN") == 0
+        and events[-1] == ends
+        and events.count("commit") + events.count("rollback") == 1
+    )
+
+
+def test_every_clinical_write_is_one_writer_transaction(client, user):
+    """As the hardened service expects (service.db): a request that writes is one transaction that
+    begins as the writer (the user's row locked on PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
+    user_id, headers = user
+    spy = _Transactions(client.app.state.runtime.engine)
+    day = TODAY.isoformat()
+    logged = client.post("/medications/log", json=med(user_id, TODAY), headers=headers)
+    assert logged.status_code == 201
+    writes = {"POST /medications/log": spy.take()}
+    medication = f"/medications/{user_id}/{logged.json()['id']}"
+    assert client.put(medication, json={"relief_2h": 3}, headers=headers).status_code == 200
+    writes["PUT medication"] = spy.take()
+    midas = {"user_id": user_id, "date": day, **MIDAS}
+    assert client.post("/questionnaires/midas", json=midas, headers=headers).status_code == 201
+    writes["POST midas"] = spy.take()
+    again = {**midas, "missed_work_or_school_days": 5}
+    assert client.post("/questionnaires/midas", json=again, headers=headers).status_code == 200
+    writes["POST midas again (replaces)"] = spy.take()
+    hit6 = {"user_id": user_id, "date": day, **{k: "rarely" for k in HIT6}}
+    assert client.post("/questionnaires/hit6", json=hit6, headers=headers).status_code == 201
+    writes["POST hit6"] = spy.take()
+    assert client.delete(medication, headers=headers).status_code == 204
+    writes["DELETE medication"] = spy.take()
+    for name, events in writes.items():
+        assert _one_writer_transaction(events), (name, events)
+        assert {"INSERT", "UPDATE", "DELETE"} & set(events), (name, events)
+
+    # a refused write (409) is one writer transaction too, rolled back with nothing written
+    preventive = med(
+        user_id, TODAY, purpose="preventive", relief_2h=None, medication_class="beta_blocker"
+    )
+    stored = client.post("/medications/log", json=preventive, headers=headers).json()
+    spy.take()
+    refused = client.put(
+        f"/medications/{user_id}/{stored['id']}", json={"relief_2h": 2}, headers=headers
+    )
+    assert refused.status_code == 409
+    events = spy.take()
+    assert _one_writer_transaction(events, ends="rollback"), events
+    assert not {"INSERT", "UPDATE", "DELETE"} & set(events), events
+
+    # the report and the export read only (no writer, no write)
+    for path in (f"/reports/{user_id}?format=pdf", f"/users/export/{user_id}?format=zip"):
+        assert client.get(path, headers=headers).status_code == 200
+        events = spy.take()
+        assert "begin writer" not in events and not {"INSERT", "UPDATE", "DELETE"} & set(events), (
+            path,
+            events,
+        )
+
+    assert client.delete(f"/users/{user_id}", headers=headers).status_code == 200
+    events = spy.take()
+    assert _one_writer_transaction(events), events
+    assert events.count("DELETE") >= 4, events  # every owned table, the user last
