@@ -7,9 +7,15 @@ import json
 import zipfile
 from datetime import date, timedelta
 
+import jsonschema
 import pytest
+from pydantic import ValidationError
 from pypdf import PdfReader
+from sqlalchemy import event
 
+from migrainemamba.data.schema import MIDAS_ITEMS, MIDAS_RECALL_DAYS
+from migrainemamba.service.db import WRITER
+from migrainemamba.service.schemas_clinical import MedicationLog, MedicationUpdate, MidasSubmit
 from tests.unit.test_service_support import TODAY, full_day, make_client, make_settings, onboard
 
 HIT6 = [
@@ -40,7 +46,7 @@ def user(client):
     return onboard(client)
 
 
-def med(user_id: str, day: date, **values):
+def med(user_id: str, day: date, /, **values):
     body = {
         "user_id": user_id,
         "date": day.isoformat(),
@@ -139,14 +145,38 @@ def test_log_list_edit_and_remove_a_medication(client, user):
         100.0,
     )
     assert edited.json()["name"] == "sumatriptan"  # fields not sent stay
-    # relief is for acute intakes: making it preventive without clearing relief is refused
+    # relief is for acute intakes: making it preventive without clearing the stored relief
+    # contradicts the stored row (409 naming the field, nothing written) ...
+    refused = client.put(
+        f"/medications/{user_id}/{logged['id']}",
+        json={"purpose": "preventive", "dose_mg": 10.0},
+        headers=headers,
+    )
+    assert refused.status_code == 409, refused.text
+    assert [(e["loc"], e["type"]) for e in refused.json()["detail"]] == [
+        (["body", "purpose"], "relief_for_preventive")
+    ]
+    # ... and so does a relief for a stored preventive
+    refused = client.put(
+        f"/medications/{user_id}/{pre.json()['id']}", json={"relief_2h": 2}, headers=headers
+    )
+    assert refused.status_code == 409 and refused.json()["detail"][0]["loc"] == [
+        "body",
+        "relief_2h",
+    ]
+    # a body that contradicts itself is a 422 (the schema states the rule)
     assert _errors(
         client.put(
             f"/medications/{user_id}/{logged['id']}",
-            json={"purpose": "preventive"},
+            json={"purpose": "preventive", "relief_2h": 1},
             headers=headers,
         )
-    ) == {"purpose": "relief_for_preventive"}
+    ) == {"relief_2h": "relief_for_preventive"}
+    unchanged = client.get(f"/medications/history/{user_id}", headers=headers).json()
+    assert {(m["purpose"], m["relief_2h"], m["dose_mg"]) for m in unchanged["medications"]} == {
+        ("acute", 3, 100.0),
+        ("preventive", None, 80.0),
+    }
     ok = client.put(
         f"/medications/{user_id}/{logged['id']}",
         json={"purpose": "preventive", "relief_2h": None},
@@ -172,7 +202,11 @@ def test_log_list_edit_and_remove_a_medication(client, user):
         ({"relief_2h": "2"}, "relief_2h", "int_type"),
         ({"dose_mg": -5.0}, "dose_mg", "greater_than_equal"),
         ({"name": ""}, "name", "string_too_short"),
-        ({"name": "suma\x00triptan"}, "name", "string_pattern_mismatch"),
+        # control characters: the input hygiene answers first, on every route (service.hygiene)
+        ({"name": "suma\x00triptan"}, "name", "string_character"),
+        ({"user_id": "a b"}, "user_id", "string_pattern_mismatch"),
+        ({"date": 0}, "date", "date_format"),
+        ({"date": "0"}, "date", "date_format"),
         ({"purpose": "preventive"}, "relief_2h", "relief_for_preventive"),
         ({"date": (TODAY + timedelta(days=1)).isoformat()}, "date", "date_in_future"),
         ({"colour": "red"}, "colour", "extra_forbidden"),
@@ -195,6 +229,70 @@ def test_medication_name_is_required(client, user):
     assert _errors(client.post("/medications/log", json=body, headers=headers)) == {
         "name": "missing"
     }
+
+
+def test_integral_floats_are_integers_as_in_the_schema(client, user):
+    """JSON Schema counts 2.0 as an integer: so does the service (schemas.integral_float)."""
+    user_id, headers = user
+    logged = client.post(
+        "/medications/log", json=med(user_id, TODAY, relief_2h=2.0), headers=headers
+    )
+    assert logged.status_code == 201 and logged.json()["relief_2h"] == 2
+    body = {
+        "user_id": user_id,
+        "date": TODAY.isoformat(),
+        **{k: float(v) for k, v in MIDAS.items()},
+    }
+    midas = client.post("/questionnaires/midas", json=body, headers=headers)
+    assert midas.status_code == 201 and midas.json()["questionnaire"]["score"] == 12
+
+
+def _schema_accepts(model, body) -> bool:
+    return jsonschema.Draft202012Validator(model.model_json_schema()).is_valid(body)
+
+
+def _model_accepts(model, body) -> bool:
+    try:
+        model.model_validate(body)
+    except ValidationError:
+        return False
+    return True
+
+
+def test_the_schemas_cross_field_rules_are_the_validators():
+    """What the OpenAPI says is what the service accepts: the relief rule as if/then; the MIDAS
+    recall (in words: JSON Schema has no arithmetic) at the boundary, per pair."""
+    for purpose in ("acute", "preventive"):
+        for relief in (None, 0, 2):
+            body = med("u1", TODAY, purpose=purpose, relief_2h=relief)
+            expected = purpose == "acute" or relief is None
+            assert (
+                _schema_accepts(MedicationLog, body)
+                == _model_accepts(MedicationLog, body)
+                == expected
+            )
+            change = {"purpose": purpose, "relief_2h": relief}
+            assert (
+                _schema_accepts(MedicationUpdate, change)
+                == _model_accepts(MedicationUpdate, change)
+                == expected
+            )
+    # the rule reads the body only: a relief alone is for the merged-row check (409)
+    assert _schema_accepts(MedicationUpdate, {"relief_2h": 2})
+    assert _model_accepts(MedicationUpdate, {"relief_2h": 2})
+
+    description = MidasSubmit.model_json_schema()["description"]
+    pairs = [(MIDAS_ITEMS[0], MIDAS_ITEMS[1]), (MIDAS_ITEMS[2], MIDAS_ITEMS[3])]
+    for first, second in pairs:
+        assert f"{first} + {second} <= {MIDAS_RECALL_DAYS}" in description
+        for days in range(MIDAS_RECALL_DAYS + 1):
+            at_recall = {"user_id": "u1", "date": TODAY.isoformat(), **MIDAS, first: days}
+            at_recall[second] = MIDAS_RECALL_DAYS - days
+            over = {**at_recall, second: MIDAS_RECALL_DAYS - days + 1}
+            assert _schema_accepts(MidasSubmit, at_recall) and _model_accepts(
+                MidasSubmit, at_recall
+            )
+            assert not _model_accepts(MidasSubmit, over)
 
 
 # ---------------------------------------------------------- questionnaires
@@ -257,6 +355,9 @@ def test_midas_and_hit6_are_scored_and_kept_as_a_time_series(client, user):
             "midas_days_overlap",
         ),
         ("midas", {"missed_household_work_days": 2.5}, "missed_household_work_days", "int_type"),
+        ("midas", {"missed_household_work_days": "2"}, "missed_household_work_days", "int_type"),
+        ("midas", {"user_id": "../x"}, "user_id", "string_pattern_mismatch"),
+        ("hit6", {"date": 19000}, "date", "date_format"),
         ("hit6", {"too_tired": "often"}, "too_tired", "literal_error"),
     ],
 )
@@ -504,8 +605,11 @@ def test_bad_input_on_every_new_route_is_a_422_naming_the_field(client, user):
         ("get", f"/medications/history/{user_id}?purpose=rescue", None, "purpose"),
         ("put", f"/medications/{user_id}/{medication_id}", {"time": "8am"}, "time"),
         ("put", f"/medications/{user_id}/{medication_id}", {"name": None}, "name"),
+        ("put", f"/medications/{user_id}/{medication_id}", {"date": None}, "date"),
         ("put", f"/medications/{user_id}/one", {"relief_2h": 1}, "medication_id"),
         ("delete", f"/medications/{user_id}/one", None, "medication_id"),
+        ("put", f"/medications/{user_id}/{2**64}", {"relief_2h": 1}, "medication_id"),
+        ("delete", f"/medications/{user_id}/0", None, "medication_id"),
         (
             "post",
             "/questionnaires/midas",
@@ -520,6 +624,9 @@ def test_bad_input_on_every_new_route_is_a_422_naming_the_field(client, user):
         ),
         ("get", f"/questionnaires/history/{user_id}?instrument=PHQ-9", None, "instrument"),
         ("get", f"/clinical/summary/{user_id}?end=yesterday", None, "end"),
+        ("get", f"/clinical/summary/{user_id}?start=0", None, "start"),
+        ("get", f"/questionnaires/history/{user_id}?start=0", None, "start"),
+        ("get", f"/medications/history/{user_id}?end=19000", None, "end"),
         ("get", f"/reports/{user_id}?start=2020-01-01", None, "start"),
         ("get", f"/users/export/{user_id}?format=xml", None, "format"),
     ]
@@ -531,3 +638,99 @@ def test_bad_input_on_every_new_route_is_a_422_naming_the_field(client, user):
     # nothing was changed by the rejected requests
     (stored,) = client.get(f"/medications/history/{user_id}", headers=headers).json()["medications"]
     assert (stored["time"], stored["name"]) == ("08:30", "sumatriptan")
+
+
+# ------------------------------------------------------------- transactions
+
+
+class _Transactions:
+    """What one request does on the engine: transactions begun (writer or not), ended, and the
+    statements sent (SQLite: the writer's BEGIN IMMEDIATE is one of them, db module docstring)."""
+
+    def __init__(self, engine) -> None:
+        self.events: list[str] = []
+        event.listen(engine, "begin", self._begin)
+        event.listen(engine, "commit", lambda _c: self.events.append("commit"))
+        event.listen(engine, "rollback", lambda _c: self.events.append("rollback"))
+        event.listen(engine, "before_cursor_execute", self._statement)
+
+    def _begin(self, connection) -> None:
+        writer = connection.get_execution_options().get(WRITER, False)
+        self.events.append("begin writer" if writer else "begin reader")
+
+    def _statement(self, _conn, _cursor, statement, _params, _context, _many) -> None:
+        self.events.append(
+            statement.split()[0].upper() + (" IMMEDIATE" if "IMMEDIATE" in statement else "")
+        )
+
+    def take(self) -> list[str]:
+        taken, self.events = self.events, []
+        return taken
+
+
+def _one_writer_transaction(events: list[str], ends: str = "commit") -> bool:
+    """Exactly one transaction, begun as a writer (BEGIN IMMEDIATE), every write inside it."""
+    begins = [e for e in events if e.startswith("begin")]
+    return (
+        begins == ["begin writer"]
+        and set(events[:2]) == {"begin writer", "BEGIN IMMEDIATE"}  # before any other statement
+        and events.count("BEGIN") == 0
+        and events[-1] == ends
+        and events.count("commit") + events.count("rollback") == 1
+    )
+
+
+def test_every_clinical_write_is_one_writer_transaction(client, user):
+    """As the hardened service expects (service.db): a request that writes is one transaction that
+    begins as the writer (the user's row locked on PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
+    user_id, headers = user
+    spy = _Transactions(client.app.state.runtime.engine)
+    day = TODAY.isoformat()
+    logged = client.post("/medications/log", json=med(user_id, TODAY), headers=headers)
+    assert logged.status_code == 201
+    writes = {"POST /medications/log": spy.take()}
+    medication = f"/medications/{user_id}/{logged.json()['id']}"
+    assert client.put(medication, json={"relief_2h": 3}, headers=headers).status_code == 200
+    writes["PUT medication"] = spy.take()
+    midas = {"user_id": user_id, "date": day, **MIDAS}
+    assert client.post("/questionnaires/midas", json=midas, headers=headers).status_code == 201
+    writes["POST midas"] = spy.take()
+    again = {**midas, "missed_work_or_school_days": 5}
+    assert client.post("/questionnaires/midas", json=again, headers=headers).status_code == 200
+    writes["POST midas again (replaces)"] = spy.take()
+    hit6 = {"user_id": user_id, "date": day, **{k: "rarely" for k in HIT6}}
+    assert client.post("/questionnaires/hit6", json=hit6, headers=headers).status_code == 201
+    writes["POST hit6"] = spy.take()
+    assert client.delete(medication, headers=headers).status_code == 204
+    writes["DELETE medication"] = spy.take()
+    for name, events in writes.items():
+        assert _one_writer_transaction(events), (name, events)
+        assert {"INSERT", "UPDATE", "DELETE"} & set(events), (name, events)
+
+    # a refused write (409) is one writer transaction too, rolled back with nothing written
+    preventive = med(
+        user_id, TODAY, purpose="preventive", relief_2h=None, medication_class="beta_blocker"
+    )
+    stored = client.post("/medications/log", json=preventive, headers=headers).json()
+    spy.take()
+    refused = client.put(
+        f"/medications/{user_id}/{stored['id']}", json={"relief_2h": 2}, headers=headers
+    )
+    assert refused.status_code == 409
+    events = spy.take()
+    assert _one_writer_transaction(events, ends="rollback"), events
+    assert not {"INSERT", "UPDATE", "DELETE"} & set(events), events
+
+    # the report and the export read only (no writer, no write)
+    for path in (f"/reports/{user_id}?format=pdf", f"/users/export/{user_id}?format=zip"):
+        assert client.get(path, headers=headers).status_code == 200
+        events = spy.take()
+        assert "begin writer" not in events and not {"INSERT", "UPDATE", "DELETE"} & set(events), (
+            path,
+            events,
+        )
+
+    assert client.delete(f"/users/{user_id}", headers=headers).status_code == 200
+    events = spy.take()
+    assert _one_writer_transaction(events), events
+    assert events.count("DELETE") >= 4, events  # every owned table, the user last

@@ -135,6 +135,8 @@ def test_bentoml_service_mounts_the_api_under_api_v1(clean_env, tmp_path):
     assert not (tmp_path / "bento.db").exists()  # importing the service touches no database
     with TestClient(module.MigraineMamba.to_asgi()) as client:
         assert client.get("/api/v1/health").json() == {"status": "ok"}
+        # migration runs in the background: readiness is true once it is done (not a race to win)
+        assert module.app.state.runtime.wait_migrated(30)
         assert client.get("/readyz").status_code == 200
         assert client.get("/api/v1/ready").json()["ready"] is True
         docs = client.get("/api/v1/docs")

@@ -64,7 +64,7 @@ def _iso_date_only(value: Any) -> Any:
     return value
 
 
-def _integral_float(value: Any) -> Any:
+def integral_float(value: Any) -> Any:
     """JSON Schema counts 32.0 as an integer: accept it as 32 (strings and booleans stay errors)."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -78,6 +78,16 @@ USER_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 DATE_LIMITS = "ISO date YYYY-MM-DD; not after today (TIMEZONE) and at most 730 days before it"
 # the one date type of requests (body, path, query): ISO strings only
 IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
+# the user a request body acts for (ids are issued by onboarding; deps.UserIdPath in paths)
+BodyUserId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=STRING_LENGTHS["user_id"],
+        pattern=USER_ID_PATTERN,
+        description="the user's id (the token's user)",
+    ),
+]
 
 
 class StrictModel(BaseModel):
@@ -123,7 +133,7 @@ def contract_annotation(column: Column) -> Any:
         constraints["description"] = "; ".join(p for p in (constraints["description"], DATE_LIMITS) if p)
         validators.append(BeforeValidator(_iso_date_only))
     if base is int:
-        validators.append(BeforeValidator(_integral_float))
+        validators.append(BeforeValidator(integral_float))
     if base is str:
         constraints["pattern"] = NO_CONTROL_CHARACTERS
         constraints["min_length"] = 1
@@ -240,10 +250,7 @@ DailyLogSubmit = create_model(
         "unique_symptoms": field_validator("symptoms")(_unique_symptoms),
         **_OUTCOME_VALIDATORS,
     },
-    user_id=(
-        Annotated[str, Field(min_length=1, max_length=STRING_LENGTHS["user_id"], pattern=USER_ID_PATTERN)],
-        ...,
-    ),
+    user_id=(BodyUserId, ...),
     date=(IsoDate, Field(strict=False, description=f"the diary day ({DATE_LIMITS})")),
     **contract_fields(_LOG_VALUE_COLUMNS, "partial"),
 )

@@ -2,9 +2,19 @@
 
 Contract fields come from ``data.schema`` through ``schemas.contract_annotation``;
 categorical columns become literals, text columns carry the contract's pattern
-and refuse control characters (PostgreSQL rejects NUL bytes in text). Requests
-are strict and closed, as everywhere in the API: a wrong type, an unknown field
-or a value out of range is a 422 naming the field.
+or the service's no-control-character one (``schemas.NO_CONTROL_CHARACTERS``,
+what ``hygiene`` enforces on every string). Requests are strict and closed, as
+everywhere in the API: a wrong type, an unknown field or a value out of range
+is a 422 naming the field. The service's shared request types are used as they
+are: ``schemas.BodyUserId``, ``schemas.IsoDate`` (with the diary's date window,
+``schemas.DATE_LIMITS``), integral floats read as integers.
+
+Rules between fields: no ``relief_2h`` for a preventive dose is stated in the
+JSON Schema too (``if``/``then``, as the diary's outcome rule), so clients and
+generators know it. MIDAS days of questions 1+2 (and 3+4) within the 90-day
+recall is stated in the model's description: JSON Schema has no arithmetic,
+and its exact form (a 91-branch ``anyOf`` per pair) is more than generators
+(schemathesis' canonicaliser) and client generators take.
 """
 
 from __future__ import annotations
@@ -13,7 +23,15 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from migrainemamba.data.schema import (
@@ -26,21 +44,27 @@ from migrainemamba.data.schema import (
     Column,
 )
 from migrainemamba.service.models_clinical import ALLOWED_CLINICAL_VALUES
-from migrainemamba.service.models_db import STRING_LENGTHS
-from migrainemamba.service.schemas import ResponseModel, StrictModel, contract_annotation
-
-NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+from migrainemamba.service.schemas import (
+    DATE_LIMITS,
+    BodyUserId,
+    IsoDate,
+    ResponseModel,
+    StrictModel,
+    contract_annotation,
+    integral_float,
+)
 
 
 def clinical_annotation(column: Column) -> Any:
-    """``contract_annotation`` plus the clinical literals and text patterns."""
+    """``contract_annotation`` plus the clinical literals and the contract's text patterns."""
     if column.name in ALLOWED_CLINICAL_VALUES:
         return Annotated[
             Literal[tuple(ALLOWED_CLINICAL_VALUES[column.name])], Field(description=column.doc)
         ]
     annotation = contract_annotation(column)
-    if column.dtype == pl.String() and column.name != "user_id":
-        return Annotated[annotation, Field(pattern=column.pattern or NO_CONTROL_CHARACTERS)]
+    if column.dtype == pl.String() and column.pattern:
+        # replaces the no-control-character pattern: a contract pattern admits none either
+        return Annotated[annotation, Field(pattern=column.pattern)]
     return annotation
 
 
@@ -57,35 +81,48 @@ def _fields(columns: tuple[Column, ...], partial: bool) -> dict[str, Any]:
     return fields
 
 
+RELIEF_FOR_ACUTE_ONLY = (
+    "relief_2h is rated for acute intakes only; leave it out for a preventive dose"
+)
+
+
 def _relief_for_acute_only(value: Any, info: ValidationInfo) -> Any:
     if value is not None and info.data.get("purpose") == "preventive":
-        raise PydanticCustomError(
-            "relief_for_preventive",
-            "relief_2h is rated for acute intakes only; leave it out for a preventive dose",
-        )
+        raise PydanticCustomError("relief_for_preventive", RELIEF_FOR_ACUTE_ONLY)
     return value
 
 
+# the same rule in the schema: a body saying purpose "preventive" has no relief_2h (or null)
+RELIEF_RULE = {
+    "if": {"properties": {"purpose": {"const": "preventive"}}, "required": ["purpose"]},
+    "then": {"properties": {"relief_2h": {"type": "null"}}},
+}
+
+
+class ReliefRuleModel(StrictModel):
+    model_config = ConfigDict(json_schema_extra=RELIEF_RULE)
+
+
 _MEDICATION_VALIDATORS = {"relief_acute_only": field_validator("relief_2h")(_relief_for_acute_only)}
-_USER_ID = (Annotated[str, Field(min_length=1, max_length=STRING_LENGTHS["user_id"])], ...)
-_DATE = (date, Field(strict=False, description="ISO date, not in the future"))
+_DATE = (IsoDate, Field(strict=False, description=f"the day of the intake ({DATE_LIMITS})"))
 
 MedicationLog = create_model(
     "MedicationLog",
-    __base__=StrictModel,
+    __base__=ReliefRuleModel,
     __doc__="One intake of an acute medication, or one dose of a preventive.",
     __validators__=_MEDICATION_VALIDATORS,
-    user_id=_USER_ID,
+    user_id=(BodyUserId, ...),
     date=_DATE,
     **_fields(MEDICATION_COLUMNS, partial=False),
 )
 
 MedicationUpdate = create_model(
     "MedicationUpdate",
-    __base__=StrictModel,
+    __base__=ReliefRuleModel,
     __doc__="Correct a logged medication: the fields sent change, the others stay.",
     __validators__=_MEDICATION_VALIDATORS,
-    date=(date | None, Field(None, strict=False, description="ISO date, not in the future")),
+    # may be left out (unchanged); an explicit null is rejected, since the default is not validated
+    date=(IsoDate, Field(None, strict=False, description=f"the day of the intake ({DATE_LIMITS})")),
     **_fields(MEDICATION_COLUMNS, partial=True),
 )
 
@@ -115,7 +152,9 @@ class MedicationHistory(BaseModel):
 # ---------------------------------------------------------------- questionnaires
 
 _MidasDays = Annotated[
-    int, Field(ge=0, le=MIDAS_RECALL_DAYS, description="days in the last 3 months")
+    int,
+    Field(ge=0, le=MIDAS_RECALL_DAYS, description="days in the last 3 months"),
+    BeforeValidator(integral_float),
 ]
 
 
@@ -142,13 +181,19 @@ def _midas_pair(first: str) -> Any:
 MidasSubmit = create_model(
     "MidasSubmit",
     __base__=StrictModel,
-    __doc__="MIDAS (last 3 months): days per question; the score is their sum (grades I-IV).",
+    __doc__=(
+        "MIDAS (last 3 months): days per question; the score is their sum (grades I-IV). "
+        "Days counted in question 1 are not counted again in question 2, nor 3 in 4: "
+        f"{MIDAS_ITEMS[0]} + {MIDAS_ITEMS[1]} <= {MIDAS_RECALL_DAYS} and "
+        f"{MIDAS_ITEMS[2]} + {MIDAS_ITEMS[3]} <= {MIDAS_RECALL_DAYS} "
+        "(else 422 midas_days_overlap naming the second)."
+    ),
     __validators__={
         "pair_work": field_validator(MIDAS_ITEMS[1])(_midas_pair(MIDAS_ITEMS[0])),
         "pair_household": field_validator(MIDAS_ITEMS[3])(_midas_pair(MIDAS_ITEMS[2])),
     },
-    user_id=_USER_ID,
-    date=_DATE,
+    user_id=(BodyUserId, ...),
+    date=(IsoDate, Field(strict=False, description=f"the day it was answered ({DATE_LIMITS})")),
     **{item: (_MidasDays, ...) for item in MIDAS_ITEMS},
 )
 
@@ -158,8 +203,8 @@ Hit6Submit = create_model(
     "Hit6Submit",
     __base__=StrictModel,
     __doc__="HIT-6 (past 4 weeks): one answer per question, never .. always (6/8/10/11/13 points).",
-    user_id=_USER_ID,
-    date=_DATE,
+    user_id=(BodyUserId, ...),
+    date=(IsoDate, Field(strict=False, description=f"the day it was answered ({DATE_LIMITS})")),
     **{item: (_Hit6Answer, ...) for item in HIT6_ITEMS},
 )
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from migrainemamba.service import clinical
@@ -18,9 +18,18 @@ from migrainemamba.service.deps import (
     TodayDep,
     reject_future,
 )
+from migrainemamba.service.schemas import DATE_LIMITS, IsoDate
 from migrainemamba.service.schemas_clinical import ClinicalSummaryOut
 
 router = APIRouter(tags=["clinical"])
+
+# start <= end is a rule between two parameters, which OpenAPI cannot state: said in words
+PeriodStart = Annotated[
+    IsoDate | None, Query(description=f"first day, inclusive ({DATE_LIMITS}); not after end")
+]
+PeriodEnd = Annotated[
+    IsoDate | None, Query(description=f"last day, inclusive ({DATE_LIMITS}); not before start")
+]
 
 
 def _check_period(start: date | None, end: date | None, today: date) -> None:
@@ -44,8 +53,8 @@ def summary(
     user: OwnedUser,
     session: SessionDep,
     today: TodayDep,
-    start: date | None = None,
-    end: date | None = None,
+    start: PeriodStart = None,
+    end: PeriodEnd = None,
 ) -> ClinicalSummaryOut:
     """Per calendar month: migraine, headache and acute-medication days (per class), attacks
     treated and relief; the ICHD-3 medication-overuse check with the rule met; migraine days
@@ -71,8 +80,8 @@ def report(
     settings: SettingsDep,
     today: TodayDep,
     format: Literal["html", "pdf"] = "html",
-    start: date | None = None,
-    end: date | None = None,
+    start: PeriodStart = None,
+    end: PeriodEnd = None,
 ) -> Response:
     """The clinician report for ``start``..``end`` (default: the 183 days to today), HTML or
     PDF, rendered offline; at most 730 days."""

@@ -1,18 +1,26 @@
-"""Medications: log an intake or dose, list them, correct or remove one."""
+"""Medications: log an intake or dose, list them, correct or remove one.
+
+A correction is checked on the *merged* row, as a diary day is (``crud``): a
+body that contradicts itself (``purpose: "preventive"`` with a ``relief_2h``)
+is a 422 (the schema states the rule); a body that would contradict the stored
+row (a relief for a stored preventive, or ``purpose: "preventive"`` for an
+intake whose relief is stored, without ``relief_2h: null``) is a 409 naming
+the field, and nothing is written.
+"""
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from migrainemamba.service import clinical_crud
 from migrainemamba.service.db import SessionDep
 from migrainemamba.service.deps import OwnedUser, TodayDep, TokenSubject, authorize, reject_future
 from migrainemamba.service.models_clinical import Medication
+from migrainemamba.service.schemas import FieldErrors, IsoDate
 from migrainemamba.service.schemas_clinical import (
+    RELIEF_FOR_ACUTE_ONLY,
     MedicationHistory,
     MedicationLog,
     MedicationOut,
@@ -20,6 +28,13 @@ from migrainemamba.service.schemas_clinical import (
 )
 
 router = APIRouter(prefix="/medications", tags=["medications"])
+
+# ids are INTEGER columns (32-bit on PostgreSQL): a larger id cannot exist, and SQLite's driver
+# cannot even bind one beyond 64 bits (OverflowError, a 500), so it is a 422 naming the parameter
+MAX_ROW_ID = 2**31 - 1
+MedicationId = Annotated[
+    int, Path(ge=1, le=MAX_ROW_ID, description="the medication's id (as returned by /log)")
+]
 
 
 @router.post("/log", response_model=MedicationOut, status_code=status.HTTP_201_CREATED)
@@ -41,8 +56,8 @@ def log_medication(
 def history(
     user: OwnedUser,
     session: SessionDep,
-    start: date | None = None,
-    end: date | None = None,
+    start: Annotated[IsoDate | None, Query(description="first day (ISO date), inclusive")] = None,
+    end: Annotated[IsoDate | None, Query(description="last day (ISO date), inclusive")] = None,
     purpose: Literal["acute", "preventive"] | None = None,
     limit: int = Query(200, ge=1, le=5000),
 ) -> MedicationHistory:
@@ -64,33 +79,49 @@ def _owned_medication(session: SessionDep, user_id: str, medication_id: int) -> 
     return row
 
 
-@router.put("/{user_id}/{medication_id}", response_model=MedicationOut)
+@router.put(
+    "/{user_id}/{medication_id}",
+    response_model=MedicationOut,
+    responses={
+        409: {
+            "description": "the corrected row would contradict itself (a relief_2h for a preventive "
+            "dose); detail[].loc names the field",
+            "model": FieldErrors,
+        }
+    },
+)
 def edit(
-    medication_id: int,
+    medication_id: MedicationId,
     body: MedicationUpdate,  # type: ignore[valid-type]
     user: OwnedUser,
     session: SessionDep,
     today: TodayDep,
 ) -> MedicationOut:  # type: ignore[valid-type]
-    """Correct a logged medication: the fields sent change, the others stay."""
+    """Correct a logged medication: the fields sent change, the others stay.
+
+    The corrected row must be consistent: a preventive dose has no ``relief_2h``. Making
+    a stored intake with a relief preventive needs ``relief_2h: null`` in the same body,
+    a relief for a stored preventive needs ``purpose: "acute"`` (else 409 naming the field).
+    """
     row = _owned_medication(session, user.user_id, medication_id)
     changes = body.model_dump(exclude_unset=True)
     reject_future(changes.get("date"), today, ("body", "date"))
     purpose = changes.get("purpose", row.purpose)
     relief = changes.get("relief_2h", row.relief_2h)
     if purpose == "preventive" and relief is not None:
-        field = "relief_2h" if "relief_2h" in changes else "purpose"
-        raise RequestValidationError(
-            [
-                {
-                    "type": "relief_for_preventive",
-                    "loc": ("body", field),
-                    "msg": "relief_2h is rated for acute intakes only: a preventive dose has none "
-                    "(send relief_2h: null with it)",
-                    "input": changes.get(field),
-                }
-            ]
-        )
+        # the body alone is consistent (the schema's rule): it contradicts the stored row
+        if "relief_2h" in changes:
+            field = "relief_2h"
+            fix = 'this medication is stored as preventive: send purpose "acute" with it'
+        else:
+            field = "purpose"
+            fix = f"this intake has relief_2h {row.relief_2h} stored: send relief_2h: null with it"
+        error = {
+            "type": "relief_for_preventive",
+            "loc": ["body", field],
+            "msg": f"{RELIEF_FOR_ACUTE_ONLY}; {fix}",
+        }
+        raise HTTPException(status.HTTP_409_CONFLICT, [error])
     clinical_crud.update_medication(session, row, changes)
     session.commit()
     return MedicationOut.model_validate(row)
@@ -99,7 +130,7 @@ def edit(
 @router.delete(
     "/{user_id}/{medication_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
 )
-def remove(medication_id: int, user: OwnedUser, session: SessionDep) -> Response:
+def remove(medication_id: MedicationId, user: OwnedUser, session: SessionDep) -> Response:
     """Remove a medication logged by mistake."""
     clinical_crud.delete_medication(
         session, _owned_medication(session, user.user_id, medication_id)

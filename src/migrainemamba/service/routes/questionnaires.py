@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from migrainemamba.clinical.questionnaires import (
     HIT6_ANSWER_OF_POINTS,
@@ -19,6 +19,7 @@ from migrainemamba.service import clinical_crud
 from migrainemamba.service.db import SessionDep
 from migrainemamba.service.deps import OwnedUser, TodayDep, TokenSubject, authorize, reject_future
 from migrainemamba.service.models_clinical import Questionnaire
+from migrainemamba.service.schemas import IsoDate
 from migrainemamba.service.schemas_clinical import (
     Hit6Submit,
     MidasSubmit,
@@ -119,8 +120,8 @@ def history(
     user: OwnedUser,
     session: SessionDep,
     instrument: Literal["MIDAS", "HIT-6"] | None = None,
-    start: date | None = None,
-    end: date | None = None,
+    start: Annotated[IsoDate | None, Query(description="first day (ISO date), inclusive")] = None,
+    end: Annotated[IsoDate | None, Query(description="last day (ISO date), inclusive")] = None,
 ) -> QuestionnaireHistory:
     """The questionnaires, oldest first (a time series per instrument)."""
     rows = clinical_crud.list_questionnaires(session, user.user_id, instrument, start, end)
