@@ -33,10 +33,10 @@ import psycopg
 import pytest
 
 from migrainemamba.config import load_config, to_dict
-from migrainemamba.split import make_split
 from migrainemamba.features import FEATURE_COLUMNS, build_features
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.foundation import FoundationConfig, FoundationModel, pyfunc_kwargs
+from migrainemamba.split import make_split
 from migrainemamba.tracking import flatten, stage_run, tracking_uri
 
 PG_SERVER = "host=127.0.0.1 port=5432 user=postgres connect_timeout=3"

@@ -7,9 +7,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from migrainemamba.data.io import load_real
 from migrainemamba.data.prepare import PreparedCohort, prepare_cohort
 from migrainemamba.data.schema import MEDICATION_CLASSES, MEDICATIONS_SCHEMA
-from migrainemamba.data.io import load_real
 from migrainemamba.data.validation import DataContractError
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "diary"
