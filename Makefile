@@ -15,7 +15,7 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run pipeline serve test test-all benchmark lint clean
+.PHONY: install run pipeline robustness serve test test-all benchmark lint clean
 
 # `make serve`: where the service listens
 HOST ?= 127.0.0.1
@@ -37,6 +37,11 @@ run: install pipeline serve
 pipeline:
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
+
+## every generative scenario through the stages (opt-in, not part of `pipeline`):
+## data/robustness/scores.parquet, plots/robustness/scores.png
+robustness: install
+	$(BIN)/dvc repro robustness/dvc.yaml
 
 ## the service from the working tree (`bentoml serve .`) on the packaged routing table, with the
 ## embedded defaults (SQLite in data/service/); docs at http://$(HOST):$(PORT)/ and /api/v1/docs

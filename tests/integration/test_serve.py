@@ -55,6 +55,7 @@ BIN = Path(sys.executable).parent
 EXACT = 1e-6
 DAYS = 40
 SECRET = "integration-test-secret-key-0123456789abcdef"
+OPERATOR_TOKEN = "integration-test-operator-token-0123456789"
 SERVICE = "migrainemamba.service.service:MigraineMamba"
 START_TIMEOUT_S = 120
 
@@ -158,6 +159,7 @@ def server(packaged, work) -> Iterator[dict[str, Any]]:
         ROUTING_TABLE_PATH=packaged["bento_routing_table"],
         DATABASE_URL=f"sqlite:///{work / 'service.db'}",
         SECRET_KEY=SECRET,
+        OPERATOR_TOKEN=OPERATOR_TOKEN,
         TIMEZONE="UTC",
         BENTOML_HOME=str(work / "bentoml_home"),
     )
@@ -321,7 +323,8 @@ def test_one_user_from_onboarding_through_40_days(server, packaged, foundation_d
     routing = {p: tuple(packaged["routing"][p].split(":")) for p in PHASES}
     models = {"foundation": FoundationModel.load(foundation_dir), "base_rate": RunningBaseRate()}
 
-    ready = httpx.get(f"{api}/ready", timeout=10).json()
+    operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    ready = httpx.get(f"{api}/ready", headers=operator, timeout=10).json()
     assert {p: (r["model"], r["version"]) for p, r in ready["models"]["routes"].items()} == routing
 
     non_outcome = [c for c in diary.columns if c not in ("user_id", "date", *OUTCOME_FIELDS)]

@@ -27,9 +27,11 @@ from migrainemamba.service.db import (
     migrate,
 )
 from migrainemamba.service.forecasting import Forecast, Forecaster
-from migrainemamba.service.models_db import Base, DailyLog, Prediction, User
+from migrainemamba.service.models import Base
+from migrainemamba.service.models_db import DailyLog, Prediction, User
 from migrainemamba.service.settings import normalize_database_url
 from tests.unit.test_service_support import (
+    OPERATOR,
     TODAY,
     full_day,
     log_days,
@@ -291,7 +293,7 @@ def test_api_flow_on_each_backend(database_url, tmp_path):
     settings = make_settings(tmp_path, database_url=database_url)
     with make_client(settings) as client:
         assert (
-            client.get("/ready").json()["database"]["backend"]
+            client.get("/ready", headers=OPERATOR).json()["database"]["backend"]
             == make_url(database_url).get_backend_name()
         )
         user_id, headers = onboard(client)
@@ -324,3 +326,42 @@ def test_api_flow_on_each_backend(database_url, tmp_path):
         history = client.get(f"/predictions/history/{user_id}", headers=headers).json()
         created = history["predictions"][0]["created_at"]
         assert created.endswith(("Z", "+00:00"))  # timezone-aware on both backends
+
+
+def test_input_hygiene_and_one_transaction_per_request_on_each_backend(database_url, tmp_path):
+    """NUL (PostgreSQL cannot store it), lone surrogates and non-finite numbers are 422 on both
+    backends; a request refused half-way leaves nothing behind (SQLite: real SAVEPOINTs)."""
+    settings = make_settings(tmp_path, database_url=database_url)
+    with make_client(settings) as client:
+        user_id, headers = onboard(client)
+        json_headers = {**headers, "Content-Type": "application/json"}
+        for text in ('"Oslo\\u0000"', '"\\ud800"'):
+            response = client.put(
+                f"/users/profile/{user_id}", content=f'{{"location_city":{text}}}', headers=json_headers
+            )
+            assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "location_city"]
+        response = client.get("/predictions/history/%00", headers=headers)
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["path", "user_id"]
+        nan = f'{{"user_id":"{user_id}","date":"{TODAY}","sleep_hours":NaN}}'
+        assert client.post("/logs/submit", content=nan, headers=json_headers).status_code == 422
+        # 20 distinct days in a row, then the counter is exact and the phase agrees with it
+        log_days(client, headers, user_id, 20, TODAY - timedelta(days=1))
+        profile = client.get(f"/users/profile/{user_id}", headers=headers).json()
+        assert (profile["days_logged"], profile["current_phase"]) == (20, "15-30")
+    engine = make_engine(database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            # a released SAVEPOINT is part of the outer transaction: rolling that back undoes both
+            # (pysqlite without SQLAlchemy's recipe commits at RELEASE: a request half-written)
+            assert crud.get_user(session, user_id) is not None  # reads first, as a request does
+            with session.begin_nested():
+                session.add(DailyLog(user_id=user_id, date=TODAY + timedelta(days=1), stress_level=4))
+            session.add(DailyLog(user_id=user_id, date=TODAY, stress_level=3))
+            session.flush()
+            session.rollback()
+        with make_sessionmaker(engine)() as session:
+            assert crud.get_log(session, user_id, TODAY) is None
+            assert crud.get_log(session, user_id, TODAY + timedelta(days=1)) is None
+            assert len(crud.list_logs(session, user_id)) == 20
+    finally:
+        engine.dispose()

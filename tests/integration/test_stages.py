@@ -82,3 +82,38 @@ def test_prepare_stops_on_a_missing_column(tmp_path):
     )
     with pytest.raises(ValueError, match="age"):
         run_prepare(cfg, progress=False)
+
+
+@pytest.mark.integration
+def test_personalize_writes_the_trigger_map_and_scores_on_a_tiny_cohort(tmp_path):
+    from migrainemamba.stages.foundation import run as run_foundation
+    from migrainemamba.stages.personalize import run as run_personalize
+
+    cfg = stage_config(
+        tmp_path,
+        "+debug=tiny",
+        f"paths.data_dir={tmp_path}",
+        "tracking.enabled=false",
+        "personal.n_boot=10",
+        "personal.audit_samples=3",
+        "personal.eb_max_iter=10",
+        "personal.reference.n_users=3",
+        "personal.reference.n_draws=16",
+        "personal.trigger_map.horizons=[30,60]",
+        "personal.trigger_map.rule_horizon=60",
+    )
+    run_prepare(cfg, progress=False)
+    run_features(cfg)
+    run_foundation(cfg)
+    metrics = run_personalize(cfg)
+    trigger_map = pl.read_parquet(tmp_path / "personal" / "trigger_map.parquet")
+    assert trigger_map.columns == [
+        "user_id", "horizon_days", "method", "trigger", "log_or", "lo", "hi", "n_exposed", "n_onsets_exposed", "class"
+    ]
+    assert set(trigger_map["method"]) == {"personal", "n_of_1"} and set(trigger_map["horizon_days"]) <= {30, 60}
+    assert set(trigger_map["class"]) <= {"trigger", "protective", "no_association", "not_enough_data"}
+    assert (trigger_map["lo"] <= trigger_map["log_or"]).all() and (trigger_map["log_or"] <= trigger_map["hi"]).all()
+    assert "31+" in metrics["test_all"] and "personal_brier_skill_minus_foundation_lo" in metrics["test_all"]["31+"]
+    assert metrics["reference_gap"] and (tmp_path / "personal" / "reference.parquet").exists()
+    assert json.loads((tmp_path / "metrics" / "personalize.json").read_text())["timings"]["stage_seconds"] > 0
+    assert (tmp_path / "models" / "personal" / "personal.json").exists()

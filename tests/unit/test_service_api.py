@@ -8,6 +8,7 @@ import pytest
 
 from migrainemamba.data.schema import DAILY_LOG_COLUMNS
 from tests.unit.test_service_support import (
+    OPERATOR,
     PROFILE,
     TODAY,
     full_day,
@@ -463,8 +464,9 @@ def test_new_user_without_diary_gets_a_forecast(client, user):
 
 def test_health_ready_and_offline_docs(client):
     assert client.get("/health").json() == {"status": "ok"}
-    ready = client.get("/ready")
+    ready = client.get("/ready", headers=OPERATOR)
     assert ready.status_code == 200
+    assert client.get("/ready").json() == {"ready": True}  # no details without the operator token
     body = ready.json()
     assert body["ready"] is True and body["database"]["revision"] == body["database"]["head"]
     assert body["models"]["source"] == "builtin"
@@ -487,8 +489,9 @@ def test_health_ready_and_offline_docs(client):
 def test_ready_is_503_when_the_database_is_unreachable(tmp_path):
     settings = make_settings(tmp_path, database_url="postgresql://postgres@127.0.0.1:1/nothing")
     with make_client(settings) as client:
-        response = client.get("/ready")
+        response = client.get("/ready", headers=OPERATOR)
         assert response.status_code == 503
+        assert client.get("/ready").json() == {"ready": False}
         assert (
             response.json()["database"]["ok"] is False and response.json()["models"]["ok"] is True
         )

@@ -15,6 +15,7 @@ from migrainemamba.features import PHASES, build_features
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.baselines import RunningBaseRate
 from migrainemamba.models.registry import loaders
+from migrainemamba.service.explanations import present_groups
 from migrainemamba.service.forecasting import (
     BUILTIN_VERSION,
     Forecaster,
@@ -22,7 +23,7 @@ from migrainemamba.service.forecasting import (
     logs_frame,
     visible_logs,
 )
-from tests.unit.test_service_support import make_client, make_settings, onboard
+from tests.unit.test_service_support import OPERATOR, make_client, make_settings, onboard
 
 # ------------------------------------------------------------- routing table
 
@@ -233,13 +234,18 @@ def test_top_triggers_are_the_largest_risk_raising_habit_groups(tmp_path):
         ]
     )
     users = users.cast({c.name: c.dtype for c in USER_COLUMNS})
-    forecast = forecaster.forecast(users, _diary("u", date(2024, 1, 1), 5), date(2024, 1, 6))
-    assert [t["group"] for t in forecast.top_triggers] == [
-        "sleep",
-        "stress",
-        "cycle",
-    ]  # not person/diary, not < 0
-    assert forecast.top_triggers[0]["odds_multiplier"] == pytest.approx(np.exp(0.8), rel=1e-3)
+    diary, day = _diary("u", date(2024, 1, 1), 5), date(2024, 1, 6)
+    forecast = forecaster.forecast(users, diary, day)
+    target = pl.DataFrame({"user_id": ["u"], "date": [day]})
+    row = build_features(users, diary, forecast_dates=target).filter(pl.col("date") == day)
+    present = present_groups(row, has_menstrual_cycle=False)[0]
+    # by log-odds, the risk-raising habit groups present that day; never person/diary, never < 0,
+    # never the cycle of a man without one (the model gives it +0.3)
+    expected = [g for g in ("sleep", "stress", "cycle", "caffeine") if g in present][:3]
+    assert [t["group"] for t in forecast.top_triggers] == expected
+    assert "cycle" not in expected and expected, "the diary has some trigger present"
+    odds = {"sleep": 0.8, "stress": 0.4, "caffeine": 0.1}
+    assert forecast.top_triggers[0]["odds_multiplier"] == pytest.approx(np.exp(odds[expected[0]]), rel=1e-3)
     assert forecast.risk_level == "moderate" and forecast.model_name == "groups"
 
 
@@ -314,7 +320,7 @@ def test_service_forecast_equals_the_model_on_training_features(tmp_path, founda
             )
             assert response.status_code == 201, response.text
         served = client.get(f"/predictions/{user_id}", headers=headers).json()
-        ready = client.get("/ready").json()
+        ready = client.get("/ready", headers=OPERATOR).json()
         triggers = client.get(f"/insights/triggers/{user_id}", headers=headers).json()
         recs = client.get(f"/insights/recommendations/{user_id}", headers=headers).json()
 
@@ -326,7 +332,10 @@ def test_service_forecast_equals_the_model_on_training_features(tmp_path, founda
     assert reference_row["phase"][0] == served["phase"] == "15-30"
     assert served["probability"] == pytest.approx(expected, rel=1e-5)
     assert (served["model_name"], served["model_version"]) == ("foundation", "t1")
-    assert served["top_triggers"], "the foundation model explains its forecasts"
+    assert ready["models"]["routes"]["15-30"]["explains"] is True
+    # what it names fits the person: only groups present on the day (service.explanations)
+    present = present_groups(reference_row, bool(user_row["has_menstrual_cycle"]))[0]
+    assert {t["group"] for t in served["top_triggers"]} <= present
     assert all(
         t["log_odds"] > 0 and t["group"] not in {"person", "diary"} for t in served["top_triggers"]
     )

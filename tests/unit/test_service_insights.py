@@ -136,10 +136,16 @@ def test_triggers_and_recommendations_from_the_diary_match_hand_counts(client):
     assert f"attacks began on {k_with} of {n_with} days with it" in first["evidence"]
 
 
-def test_recommendations_for_a_new_user_ask_for_more_diary(client):
+def test_recommendations_for_a_new_user_are_the_labelled_prior_then_more_diary(client):
     user_id, headers = onboard(client)
     _submit(client, headers, full_day(user_id, TODAY))
     recs = client.get(f"/insights/recommendations/{user_id}", headers=headers).json()
     assert recs["based_on"] == []
-    assert recs["recommendations"][0]["group"] == "diary"
-    assert recs["recommendations"][0]["evidence"] == "you logged 1 of the last 14 days"
+    items = recs["recommendations"]
+    assert len(items) == 3 and [r["priority"] for r in items] == [1, 2, 3]
+    assert all(r["basis"].startswith("clinical prior") for r in items[:2])
+    assert items[-1]["group"] == "diary"
+    assert items[-1]["evidence"] == "you logged 1 of the last 14 days"
+    # the forecast of the same new user carries the same labelled prior
+    forecast = client.get(f"/predictions/{user_id}", headers=headers).json()
+    assert forecast["recommendations"] == items

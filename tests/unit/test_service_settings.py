@@ -55,13 +55,13 @@ def test_environment_variables(clean_env):
     clean_env.setenv("DATABASE_URL", "postgresql://postgres@db:5432/mm")
     clean_env.setenv("CORS_ORIGINS", "https://a.example, http://localhost:3000")
     clean_env.setenv("LOW_RISK_THRESHOLD", "0.02")
-    clean_env.setenv("SECRET_KEY", "s3cret")
+    clean_env.setenv("SECRET_KEY", "s3cret-long-enough-0123456789abcdef")
     settings = Settings()
     assert settings.database_url == "postgresql+psycopg://postgres@db:5432/mm"
     assert settings.cors_origins == ["https://a.example", "http://localhost:3000"]
     assert settings.low_risk_threshold == 0.02
-    assert settings.secret_key is not None and settings.secret_key.get_secret_value() == "s3cret"
-    assert "s3cret" not in repr(settings)
+    assert settings.secret_key is not None and settings.secret_key.get_secret_value() == "s3cret-long-enough-0123456789abcdef"
+    assert "s3cret-long-enough-0123456789abcdef" not in repr(settings)
 
 
 def test_dotenv_file(clean_env, tmp_path):
@@ -135,6 +135,8 @@ def test_bentoml_service_mounts_the_api_under_api_v1(clean_env, tmp_path):
     assert not (tmp_path / "bento.db").exists()  # importing the service touches no database
     with TestClient(module.MigraineMamba.to_asgi()) as client:
         assert client.get("/api/v1/health").json() == {"status": "ok"}
+        # migration runs in the background: readiness is true once it is done (not a race to win)
+        assert module.app.state.runtime.wait_migrated(30)
         assert client.get("/readyz").status_code == 200
         assert client.get("/api/v1/ready").json()["ready"] is True
         docs = client.get("/api/v1/docs")

@@ -15,6 +15,8 @@ from migrainemamba.service.deps import get_today
 from migrainemamba.service.settings import Settings
 
 TODAY = date(2024, 3, 1)
+OPERATOR_TOKEN = "operator-token-for-readiness-details-0123"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 PROFILE: dict[str, Any] = {
     "gender": "F",
@@ -34,6 +36,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "database_url": f"sqlite:///{tmp_path / 'service.db'}",
         "secret_key": "test-secret-key-with-enough-entropy-0123456789",
         "secret_key_file": tmp_path / "secret.key",
+        "operator_token": OPERATOR_TOKEN,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -45,6 +48,7 @@ def make_client(settings: Settings, today: date = TODAY, **app_kwargs: Any) -> I
     app = create_app(settings, **app_kwargs)
     app.dependency_overrides[get_today] = lambda: today
     with TestClient(app) as client:
+        app.state.runtime.wait_migrated(30)  # migration runs in the background (runtime.Runtime)
         yield client
 
 

@@ -25,6 +25,7 @@ from migrainemamba.data.validation import (
     TableKind,
     check_columns,
     validate_daily_logs,
+    validate_medications,
     validate_users,
 )
 
@@ -99,13 +100,28 @@ def write_table(df: pl.DataFrame, path: str | Path) -> None:
 __all__ = ["CSV_SUFFIXES", "PARQUET_SUFFIXES", "read_table", "write_table"]
 
 
-def load_real(users_path: str | Path, daily_logs_path: str | Path) -> PreparedData:
-    """Read and validate real diary tables (CSV or Parquet) from disk."""
+def load_real(
+    users_path: str | Path,
+    daily_logs_path: str | Path,
+    medications_path: str | Path | None = None,
+) -> PreparedData:
+    """Read and validate real diary tables (CSV or Parquet) from disk; medications are optional."""
     users_raw = read_table(users_path, "users")
     logs_raw = read_table(daily_logs_path, "daily_logs")
     users, users_q = validate_users(users_raw, source=str(users_path))
-    logs, logs_q = validate_daily_logs(
-        logs_raw, users.get_column("user_id"), source=str(daily_logs_path)
+    user_ids = users.get_column("user_id")
+    logs, logs_q = validate_daily_logs(logs_raw, user_ids, source=str(daily_logs_path))
+    quarantines = [users_q, logs_q]
+    medications = None
+    if medications_path is not None:
+        meds_raw = read_table(medications_path, "medications")
+        medications, meds_q = validate_medications(meds_raw, user_ids, source=str(medications_path))
+        quarantines.append(meds_q)
+    return PreparedData(
+        users=users,
+        daily_logs=logs,
+        quarantine=pl.concat(quarantines, how="vertical"),
+        medications=medications,
     )
     return PreparedData(
         users=users, daily_logs=logs, quarantine=pl.concat([users_q, logs_q], how="vertical")

@@ -12,11 +12,19 @@ import polars as pl
 from migrainemamba.config import resolve_path
 from migrainemamba.data.io import load_real
 from migrainemamba.data.simulator import SimulatorConfig, simulate_cohort
-from migrainemamba.data.validation import validate_cohort
+from migrainemamba.data.validation import validate_cohort, validate_medications
 
 log = logging.getLogger(__name__)
 
-TABLES = ("users", "daily_logs", "quarantine", "truth_users", "truth_days")
+TABLES = (
+    "users",
+    "daily_logs",
+    "quarantine",
+    "truth_users",
+    "truth_days",
+    "medications",
+    "truth_medication_users",
+)
 
 
 @dataclass
@@ -26,6 +34,8 @@ class PreparedCohort:
     quarantine: pl.DataFrame
     truth_users: pl.DataFrame | None = None  # simulated cohorts only
     truth_days: pl.DataFrame | None = None
+    medications: pl.DataFrame | None = None  # simulated, or real when a medications file is given
+    truth_medication_users: pl.DataFrame | None = None  # simulated: who overuses which class
 
     @property
     def simulated(self) -> bool:
@@ -61,19 +71,35 @@ def prepare_cohort(data_cfg: dict[str, Any], progress: bool = False) -> Prepared
         cohort = simulate_cohort(SimulatorConfig.from_dict(data_cfg), progress=progress)
         # the simulator's output passes through the same contract check as real data
         checked = validate_cohort(cohort.users, cohort.daily_logs)
-        if checked.quarantine.height:
-            reasons = checked.quarantine["reason"].head(5).to_list()
-            raise AssertionError(f"simulator wrote {checked.quarantine.height} rows breaking the contract: {reasons}")
+        medications, meds_quarantine = validate_medications(
+            cohort.medications, checked.users.get_column("user_id")
+        )
+        broken = pl.concat([checked.quarantine, meds_quarantine])
+        if broken.height:
+            reasons = broken["reason"].head(5).to_list()
+            raise AssertionError(f"simulator wrote {broken.height} rows breaking the contract: {reasons}")
         return PreparedCohort(
             users=checked.users,
             daily_logs=checked.daily_logs,
             quarantine=checked.quarantine,
             truth_users=cohort.truth_users,
             truth_days=cohort.truth_days,
+            medications=medications,
+            truth_medication_users=cohort.truth_medication_users,
         )
     if source == "real":
-        real = load_real(resolve_path(data_cfg["users_path"]), resolve_path(data_cfg["daily_logs_path"]))
+        medications_path = data_cfg.get("medications_path")  # optional: a diary may log none
+        real = load_real(
+            resolve_path(data_cfg["users_path"]),
+            resolve_path(data_cfg["daily_logs_path"]),
+            resolve_path(medications_path) if medications_path else None,
+        )
         if real.quarantine.height:
             log.warning("%d rows quarantined (see quarantine.parquet)", real.quarantine.height)
-        return PreparedCohort(users=real.users, daily_logs=real.daily_logs, quarantine=real.quarantine)
+        return PreparedCohort(
+            users=real.users,
+            daily_logs=real.daily_logs,
+            quarantine=real.quarantine,
+            medications=real.medications,
+        )
     raise ValueError(f"data.source: {source!r} is not 'synthetic' or 'real'")

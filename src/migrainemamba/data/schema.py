@@ -39,6 +39,7 @@ class Column:
     min: float | None = None
     max: float | None = None
     doc: str = ""
+    pattern: str | None = None  # text columns: a regular expression the whole value must match
 
 
 USER_COLUMNS: tuple[Column, ...] = (
@@ -108,9 +109,99 @@ assert set(MORNING_FIELDS) | set(DAY_FIELDS) | set(OUTCOME_FIELDS) | {"user_id",
 ), "every daily-log column must be classified as morning, day or outcome field"
 
 
+# ------------------------------------------------------------------ medications
+# One row per intake (acute) or dose (preventive). Classes follow ICHD-3 8.2 for
+# acute drugs (the medication-overuse rules are per class), plus the common
+# preventive classes. Several intakes of one drug on one day are several rows,
+# so the table has no primary key.
+
+ACUTE_MEDICATION_CLASSES: tuple[str, ...] = (
+    "triptan",
+    "ergot",
+    "opioid",
+    "combination_analgesic",
+    "simple_analgesic",  # simple analgesics and NSAIDs (paracetamol, ibuprofen, aspirin, ...)
+    "gepant",
+    "ditan",
+    "other",
+)
+PREVENTIVE_MEDICATION_CLASSES: tuple[str, ...] = (
+    "beta_blocker",
+    "antiepileptic",
+    "antidepressant",
+    "cgrp_antibody",
+    "botulinum_toxin",
+    "angiotensin_blocker",
+)
+MEDICATION_CLASSES: tuple[str, ...] = ACUTE_MEDICATION_CLASSES + tuple(
+    c for c in PREVENTIVE_MEDICATION_CLASSES if c not in ACUTE_MEDICATION_CLASSES
+)
+MEDICATION_PURPOSES: tuple[str, ...] = ("acute", "preventive")
+RELIEF_LEVELS: dict[int, str] = {0: "none", 1: "mild", 2: "moderate", 3: "pain free"}
+TIME_OF_DAY_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+MEDICATION_COLUMNS: tuple[Column, ...] = (
+    Column("user_id", pl.String()),
+    Column("date", pl.Date()),
+    Column("time", pl.String(), nullable=True, pattern=TIME_OF_DAY_PATTERN, doc="HH:MM local time"),
+    Column("name", pl.String(), doc="drug name as taken, e.g. sumatriptan"),
+    Column("medication_class", pl.String(), doc=f"one of {MEDICATION_CLASSES}"),
+    Column("purpose", pl.String(), doc="acute or preventive"),
+    Column("dose_mg", pl.Float64(), nullable=True, min=0, max=5000, doc="mg (units for botulinum toxin)"),
+    Column(
+        "relief_2h",
+        pl.Int64(),
+        nullable=True,
+        min=0,
+        max=3,
+        doc="acute only: pain relief 2 h after intake, 0 none, 1 mild, 2 moderate, 3 pain free",
+    ),
+)
+MEDICATIONS_SCHEMA: dict[str, pl.DataType] = {c.name: c.dtype for c in MEDICATION_COLUMNS}
+
+# ---------------------------------------------------------------- questionnaires
+# Disability questionnaires, one row per completed questionnaire. The items and
+# their allowed answers are defined here; scoring and grades live in
+# ``migrainemamba.clinical.questionnaires``.
+
+MIDAS_ITEMS: tuple[str, ...] = (
+    "missed_work_or_school_days",
+    "reduced_work_or_school_productivity_days",
+    "missed_household_work_days",
+    "reduced_household_productivity_days",
+    "missed_family_social_leisure_days",
+)
+MIDAS_RECALL_DAYS = 90  # "in the last 3 months"
+HIT6_ITEMS: tuple[str, ...] = (
+    "severe_pain",
+    "limits_daily_activities",
+    "wish_to_lie_down",
+    "too_tired",
+    "fed_up_or_irritated",
+    "limits_concentration",
+)
+HIT6_ANSWERS: tuple[str, ...] = ("never", "rarely", "sometimes", "very_often", "always")
+HIT6_RECALL_DAYS = 28  # "in the past 4 weeks" (items 4-6)
+QUESTIONNAIRE_INSTRUMENTS: tuple[str, ...] = ("MIDAS", "HIT-6")
+
+QUESTIONNAIRE_COLUMNS: tuple[Column, ...] = (
+    Column("user_id", pl.String()),
+    Column("date", pl.Date(), doc="the day the questionnaire was completed"),
+    Column("instrument", pl.String(), doc=f"one of {QUESTIONNAIRE_INSTRUMENTS}"),
+    Column("answers", pl.List(pl.Int64()), doc="item scores: MIDAS days per item; HIT-6 points (6/8/10/11/13)"),
+    Column("score", pl.Int64(), min=0, max=450),
+    Column("grade", pl.String(), doc="MIDAS I-IV; HIT-6 impact class"),
+)
+QUESTIONNAIRES_SCHEMA: dict[str, pl.DataType] = {c.name: c.dtype for c in QUESTIONNAIRE_COLUMNS}
+
+
 def empty_users() -> pl.DataFrame:
     return pl.DataFrame(schema=USERS_SCHEMA)
 
 
 def empty_daily_logs() -> pl.DataFrame:
     return pl.DataFrame(schema=DAILY_LOGS_SCHEMA)
+
+
+def empty_medications() -> pl.DataFrame:
+    return pl.DataFrame(schema=MEDICATIONS_SCHEMA)

@@ -61,25 +61,33 @@ import polars as pl
 from migrainemamba.data.schema import (
     DAILY_LOG_COLUMNS,
     GENDERS,
+    MEDICATION_CLASSES,
+    MEDICATION_COLUMNS,
+    MEDICATION_PURPOSES,
     SYMPTOMS,
     USER_COLUMNS,
     Column,
 )
 
-TableKind = Literal["users", "daily_logs"]
+TableKind = Literal["users", "daily_logs", "medications"]
 
 TABLE_COLUMNS: dict[str, tuple[Column, ...]] = {
     "users": USER_COLUMNS,
     "daily_logs": DAILY_LOG_COLUMNS,
+    "medications": MEDICATION_COLUMNS,
 }
+# Medications have none: two intakes of the same drug on one day are two real rows.
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "users": ("user_id",),
     "daily_logs": ("user_id", "date"),
+    "medications": (),
 }
 # Categorical string columns and their allowed values (for list columns: of each element).
 ALLOWED_VALUES: dict[str, tuple[str, ...]] = {
     "gender": GENDERS,
     "symptoms": SYMPTOMS,
+    "medication_class": MEDICATION_CLASSES,
+    "purpose": MEDICATION_PURPOSES,
 }
 BOOL_WORDS: dict[str, bool] = {
     "true": True,
@@ -118,6 +126,7 @@ class PreparedData:
     users: pl.DataFrame
     daily_logs: pl.DataFrame
     quarantine: pl.DataFrame
+    medications: pl.DataFrame | None = None  # only when a medications table was given
 
 
 # ----------------------------------------------------------------------------- columns
@@ -229,7 +238,9 @@ def _dy_column(col: Column, primary_key: bool) -> dy.Column:
     check = {"allowed": lambda e: e.is_in(allowed)} if allowed is not None else None
     target = col.dtype
     if target == pl.String():
-        return dy.String(nullable=nullable, primary_key=primary_key, check=check)
+        return dy.String(
+            nullable=nullable, primary_key=primary_key, check=check, regex=col.pattern
+        )
     if target == pl.Boolean():
         return dy.Bool(nullable=nullable, primary_key=primary_key)
     if target == pl.Date():
@@ -273,6 +284,8 @@ def _rule_message(col: Column, rule: str) -> pl.Expr:
         return pl.format("{}: {} is " + _bounds(col), pl.lit(col.name), text)
     if rule in ("nan", "inf"):
         return pl.format("{}: {} is not a finite number", pl.lit(col.name), text)
+    if rule == "regex":
+        return pl.format("{}: '{}' does not match " + (col.pattern or ""), pl.lit(col.name), text)
     if rule == "check__allowed":
         allowed = "/".join(ALLOWED_VALUES[col.name])
         return pl.format("{}: '{}' is not one of " + allowed, pl.lit(col.name), text)
@@ -324,6 +337,7 @@ def _validate(
     valid_user_ids: Iterable[str] | None,
     source: str,
     allow_extra: bool,
+    row_rules: Sequence[tuple[pl.Expr, str]] = (),
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     check_columns(df.columns, kind, source, allow_extra=allow_extra)
     columns = TABLE_COLUMNS[kind]
@@ -354,6 +368,7 @@ def _validate(
     duplicate_reason = "duplicate " + "+".join(PRIMARY_KEYS[kind])
     reasons = [pl.coalesce(pl.col(_ERR + n), pl.col(_MSG + n)) for n in names]
     reasons.append(pl.when(pl.col(_DUP).fill_null(False)).then(pl.lit(duplicate_reason)))
+    reasons += [pl.when(bad.fill_null(False)).then(pl.lit(reason)) for bad, reason in row_rules]
     checked = checked.select(
         pl.col(_ROW),
         pl.concat_list(reasons).list.drop_nulls().list.join("; ").alias("reason"),
@@ -405,6 +420,36 @@ def validate_daily_logs(
     )
 
 
+def validate_medications(
+    df: pl.DataFrame,
+    valid_user_ids: Iterable[str],
+    *,
+    source: str = "medications table",
+    allow_extra: bool = False,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split a medications table into (valid rows typed to MEDICATIONS_SCHEMA, quarantine).
+
+    Rows of unknown users are quarantined; so is relief reported for a preventive dose.
+    """
+    return _validate(
+        df,
+        "medications",
+        valid_user_ids=valid_user_ids,
+        source=source,
+        allow_extra=allow_extra,
+        row_rules=MEDICATION_ROW_RULES,
+    )
+
+
+# Rules across columns of one row: (true where the row is bad, reason).
+MEDICATION_ROW_RULES: tuple[tuple[pl.Expr, str], ...] = (
+    (
+        (pl.col("purpose") == "preventive") & pl.col("relief_2h").is_not_null(),
+        "relief_2h: given for a preventive dose (relief is rated for acute intakes only)",
+    ),
+)
+
+
 def empty_quarantine() -> pl.DataFrame:
     return pl.DataFrame(schema=QUARANTINE_SCHEMA)
 
@@ -436,5 +481,6 @@ __all__ = [
     "empty_quarantine",
     "validate_cohort",
     "validate_daily_logs",
+    "validate_medications",
     "validate_users",
 ]

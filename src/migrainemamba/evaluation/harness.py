@@ -90,8 +90,13 @@ def with_oracle(predictions: pl.DataFrame, truth_days: pl.DataFrame | None) -> p
     return predictions.join(truth, on=["user_id", "date"], how="left")
 
 
-def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
+def score_predictions(
+    predictions: pl.DataFrame, n_boot: int, seed: int, phases: Sequence[str] = PHASES
+) -> dict[str, Any]:
     """Scores per population (all test days, cold-start users) x phase x model.
+
+    ``phases``: the values of the ``phase`` column to score (another grouping, e.g. bins
+    of days logged, may be put in that column).
 
     Besides each score's interval, every model gets paired bootstrap intervals of its
     difference to every other model (``<metric>_minus_<other>``): the same resampled
@@ -108,7 +113,7 @@ def score_predictions(predictions: pl.DataFrame, n_boot: int, seed: int) -> dict
     rows = predictions.join(reference, on=["user_id", "date"], how="left")
     models = rows["model"].unique().sort().to_list()
     results: dict[str, Any] = {}
-    jobs = [(pop, phase) for pop in POPULATIONS for phase in PHASES]
+    jobs = [(pop, phase) for pop in POPULATIONS for phase in phases]
     for population, phase in tqdm(jobs, desc="bootstrap scores", leave=False):
         replicates = {}
         in_job = (pl.col("phase") == phase) & (pl.col("cold_start") if population == "cold_start" else pl.lit(True))

@@ -63,6 +63,12 @@ def _load_sequence_model(name: str) -> ModelLoader:
     return load
 
 
+def _load_personal(path: Path | None) -> ForecastModel:
+    from migrainemamba.models.personal import PersonalModel  # lightgbm (its offset): on use
+
+    return PersonalModel.load(_needs_path("personal", path))
+
+
 def _fit_prior_logistic(train: ForecastBatch, cfg: Any) -> ForecastModel:
     from migrainemamba.config import to_dict
     from migrainemamba.models.prior import PriorLogistic
@@ -80,6 +86,7 @@ FAMILIES: dict[str, ModelFamily] = {
         ModelFamily("foundation", load=_load_foundation, model_dir_key="foundation.model_dir"),
         ModelFamily("temporal", load=_load_sequence_model("temporal"), model_dir_key="temporal.model_dir"),
         ModelFamily("gru", load=_load_sequence_model("gru"), model_dir_key="temporal.gru_dir"),
+        ModelFamily("personal", load=_load_personal, model_dir_key="personal.model_dir"),
     )
 }
 

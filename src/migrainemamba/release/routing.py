@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migrainemamba.features import PHASES
+from migrainemamba.models import registry
 from migrainemamba.models.base import ForecastModel
 from migrainemamba.models.baselines import RunningBaseRate
-from migrainemamba.models import registry
 from migrainemamba.models.registry import ModelLoader
 
 log = logging.getLogger(__name__)

@@ -6,13 +6,23 @@ Routes (relative to the mount point, ``/api/v1`` in the BentoML service):
 - ``/logs``: ``POST /submit``, ``GET /history/{user_id}``, ``PUT /outcome/{user_id}/{date}``
 - ``/predictions``: ``GET /{user_id}`` (today), ``GET /history/{user_id}``, ``GET /accuracy/{user_id}``
 - ``/insights``: ``GET /triggers/{user_id}``, ``/weekly-stats/{user_id}``, ``/recommendations/{user_id}``
+- the clinical diary: ``/medications`` (``POST /log``, ``GET /history/{user_id}``,
+  ``PUT|DELETE /{user_id}/{medication_id}``), ``/questionnaires`` (``POST /midas``, ``POST /hit6``,
+  ``GET /history/{user_id}``), ``GET /clinical/summary/{user_id}``, ``GET /reports/{user_id}``,
+  ``GET /users/export/{user_id}``, ``DELETE /users/{user_id}``
 - ``GET /health`` (the process is up), ``GET /ready`` (database migrated and reachable,
-  models loaded; 503 otherwise), ``GET /docs`` (Swagger UI from local files, works
-  offline), ``GET /openapi.json``.
+  models loaded; 503 otherwise; details only for ``OPERATOR_TOKEN``), ``GET /docs``
+  (Swagger UI from local files, works offline), ``GET /openapi.json``.
+
+Every request passes ``hygiene.InputHygiene`` first (non-finite numbers, lone
+surrogates, control characters, body size, content type), and every status a
+route can answer is in the OpenAPI schema (``errors.document_common_responses``):
+routes added to the app get both without declaring anything.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,10 +34,20 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DBAPIError, OperationalError
 
+from migrainemamba.service.errors import document_common_responses, install_error_handlers
 from migrainemamba.service.forecasting import Forecaster
-from migrainemamba.service.routes import insights, logs, predictions, users
+from migrainemamba.service.hygiene import InputHygiene
+from migrainemamba.service.routes import (
+    account,
+    clinical,
+    insights,
+    logs,
+    medications,
+    predictions,
+    questionnaires,
+    users,
+)
 from migrainemamba.service.runtime import Runtime
 from migrainemamba.service.schemas import ReadinessOut
 from migrainemamba.service.settings import Settings
@@ -92,6 +112,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.add_middleware(InputHygiene, api=app, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -99,13 +120,10 @@ def create_app(
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    for module in (users, logs, predictions, insights):
+    for module in (users, account, logs, medications, questionnaires, predictions, insights, clinical):
         app.include_router(module.router)
 
-    @app.exception_handler(OperationalError)
-    async def _database_down(_request: Request, exc: DBAPIError) -> JSONResponse:
-        log.error("database error: %s", exc)
-        return JSONResponse({"detail": "database unavailable, try again later"}, status_code=503)
+    install_error_handlers(app)
 
     @app.get("/health", tags=["status"])
     def health() -> dict[str, str]:
@@ -118,13 +136,28 @@ def create_app(
         response_model=ReadinessOut,
         responses={503: {"model": ReadinessOut}},
     )
-    def ready() -> JSONResponse:
-        """Readiness: the database is reachable and migrated, and each phase has a loaded model."""
+    def ready(request: Request) -> JSONResponse:
+        """Readiness: the database is reachable and migrated, and each phase has a loaded model.
+
+        The public body says only ``ready``; the details (database backend, revision,
+        error, models and their paths) need ``Authorization: Bearer <OPERATOR_TOKEN>``.
+        """
         status = runtime.readiness()
+        if not status["ready"]:
+            log.warning("not ready: database %s, models %s", status["database"], status["models"])
+        body = status if _is_operator(request, settings) else {"ready": status["ready"]}
         return JSONResponse(
-            ReadinessOut(**status).model_dump(mode="json"),
+            ReadinessOut(**body).model_dump(mode="json", exclude_none=True),
             status_code=200 if status["ready"] else 503,
         )
 
     _add_docs(app)
+    document_common_responses(app)
     return app
+
+
+def _is_operator(request: Request, settings: Settings) -> bool:
+    if settings.operator_token is None:
+        return False
+    sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(sent.encode(), settings.operator_token.get_secret_value().encode())

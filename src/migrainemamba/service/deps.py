@@ -10,21 +10,23 @@ from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from migrainemamba.service import crud
-from migrainemamba.service.db import SessionDep
+from migrainemamba.service.db import SessionDep, is_writer
 from migrainemamba.service.forecasting import Forecaster
 from migrainemamba.service.models_db import User
 from migrainemamba.service.runtime import Runtime
+from migrainemamba.service.schemas import USER_ID_PATTERN
 from migrainemamba.service.security import InvalidToken, verify_access_token
 from migrainemamba.service.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # the light dependencies are async: no thread-pool hop each (they do no I/O once started)
     runtime = request.app.state.runtime
     runtime.start()
     return runtime
@@ -33,11 +35,11 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
-def get_forecaster(runtime: RuntimeDep) -> Forecaster:
+async def get_forecaster(runtime: RuntimeDep) -> Forecaster:
     return runtime.forecaster
 
 
@@ -45,7 +47,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ForecasterDep = Annotated[Forecaster, Depends(get_forecaster)]
 
 
-def get_today(settings: SettingsDep) -> date:
+async def get_today(settings: SettingsDep) -> date:
     """'Today' in the service's TIMEZONE (tests override this dependency)."""
     return datetime.now(ZoneInfo(settings.timezone)).date()
 
@@ -55,7 +57,7 @@ TodayDep = Annotated[date, Depends(get_today)]
 _bearer = HTTPBearer(auto_error=False, description="the access_token returned by onboarding")
 
 
-def get_token_subject(
+async def get_token_subject(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
@@ -80,8 +82,12 @@ TokenSubject = Annotated[str, Depends(get_token_subject)]
 
 
 def authorize(session: Session, subject: str, user_id: str) -> User:
-    """The user ``user_id`` if the token belongs to them: 404 if unknown, 403 if someone else's."""
-    user = crud.get_user(session, user_id)
+    """The user ``user_id`` if the token belongs to them: 404 if unknown, 403 if someone else's.
+
+    In a writer's transaction (``db``) the user's row stays locked until the request ends, so
+    the writes of one person are serialised and counters computed from their rows are exact.
+    """
+    user = crud.get_user(session, user_id, lock=is_writer(session) and subject == user_id)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {user_id!r} not found")
     if subject != user_id:
@@ -91,7 +97,13 @@ def authorize(session: Session, subject: str, user_id: str) -> User:
     return user
 
 
-def get_owned_user(user_id: str, subject: TokenSubject, session: SessionDep) -> User:
+# user ids are issued by onboarding (uuid hex); a path id outside this shape is a 422 naming it
+UserIdPath = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=USER_ID_PATTERN, description="the user's id")
+]
+
+
+def get_owned_user(user_id: UserIdPath, subject: TokenSubject, session: SessionDep) -> User:
     """The path's ``{user_id}``, checked against the token."""
     return authorize(session, subject, user_id)
 

@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import yaml
 
+from migrainemamba.config import repo_root
 from migrainemamba.data.schema import (
     DAILY_LOG_COLUMNS,
     DAILY_LOGS_SCHEMA,
@@ -36,6 +38,7 @@ from migrainemamba.features import PHASES, build_features, phase_of
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.registry import ModelLoader
 from migrainemamba.release.routing import BUILTIN_VERSION, Route, builtin_routes, load_routing_table
+from migrainemamba.service.explanations import fitting, present_groups
 from migrainemamba.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,8 +107,10 @@ def onset_labels(
     """
     if not days or logs.is_empty():
         return {d: (None, None) for d in days}
-    labels = build_features(users, logs).filter(pl.col("date").is_in(list(days)))
     occurred = dict(zip(logs["date"].to_list(), logs["migraine_occurred"].to_list(), strict=True))
+    if all(occurred.get(d) is None for d in days):  # no outcome reported: no onset, no features needed
+        return {d: (None, None) for d in days}
+    labels = build_features(users, logs).filter(pl.col("date").is_in(list(days)))
     onset = dict(zip(labels["date"].to_list(), labels["onset"].to_list(), strict=True))
     return {d: (occurred.get(d), onset.get(d)) for d in days}
 
@@ -125,6 +130,7 @@ class Forecast:
     model_version: str
     top_triggers: list[dict[str, Any]] = field(default_factory=list)
     inputs_fingerprint: str = ""
+    history_days: int = 0  # diary days before the forecast day
 
 
 def confidence(row: Mapping[str, Any], has_menstrual_cycle: bool) -> float:
@@ -141,10 +147,8 @@ def confidence(row: Mapping[str, Any], has_menstrual_cycle: bool) -> float:
     return round(float(np.clip(0.5 * history + 0.25 * recent + 0.25 * known, 0.0, 1.0)), 3)
 
 
-def _triggers(explanation: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """The ``k`` largest risk-raising habit groups of one explanation."""
-    rising = [e for e in explanation if e["group"] not in NOT_TRIGGERS and e["log_odds"] > 0]
-    rising.sort(key=lambda e: -e["log_odds"])
+def _triggers(explanation: list[dict[str, Any]], present: set[str], k: int) -> list[dict[str, Any]]:
+    """The ``k`` largest risk-raising habit groups of one explanation that fit the person."""
     return [
         {
             "group": e["group"],
@@ -152,7 +156,7 @@ def _triggers(explanation: list[dict[str, Any]], k: int) -> list[dict[str, Any]]
             "log_odds": round(float(e["log_odds"]), 4),
             "odds_multiplier": round(float(np.exp(e["log_odds"])), 4),
         }
-        for e in rising[:k]
+        for e in fitting(explanation, present - NOT_TRIGGERS)[:k]
     ]
 
 
@@ -197,8 +201,17 @@ class Forecaster:
             },
         }
 
-    def forecast(self, users: pl.DataFrame, logs: pl.DataFrame, day: date) -> Forecast:
-        """The forecast for ``day`` of the single user in ``users`` (see the module docstring)."""
+    def forecast(
+        self,
+        users: pl.DataFrame,
+        logs: pl.DataFrame,
+        day: date,
+        inputs_fingerprint: str | None = None,
+    ) -> Forecast:
+        """The forecast for ``day`` of the single user in ``users`` (see the module docstring).
+
+        ``inputs_fingerprint``: the caller's fingerprint of the inputs (else computed here).
+        """
         user_id = users["user_id"][0]
         seen = visible_logs(logs, day)
         target = pl.DataFrame({"user_id": [user_id], "date": [day]})
@@ -211,11 +224,13 @@ class Forecaster:
             raise RuntimeError(
                 f"model {route.model_name} {route.model_version} returned {probability} for {user_id} {day}"
             )
+        has_cycle = bool(users["has_menstrual_cycle"][0])
+        present = present_groups(batch.features().head(1), has_cycle)[0]
         triggers = (
-            _triggers(route.model.explain(batch, top_k=None)[0], TOP_TRIGGERS)
+            _triggers(route.model.explain(batch, top_k=None)[0], present, TOP_TRIGGERS)  # type: ignore[attr-defined]
             if route.explains
             else []
-        )  # type: ignore[attr-defined]
+        )
         return Forecast(
             user_id=user_id,
             date=day,
@@ -226,7 +241,8 @@ class Forecaster:
             model_name=route.model_name,
             model_version=route.model_version,
             top_triggers=triggers,
-            inputs_fingerprint=self.inputs_fingerprint(users, logs, day),
+            inputs_fingerprint=inputs_fingerprint or self.inputs_fingerprint(users, logs, day),
+            history_days=int(row.get("days_logged_before") or 0),
         )
 
     def inputs_fingerprint(self, users: pl.DataFrame, logs: pl.DataFrame, day: date) -> str:
@@ -239,7 +255,8 @@ class Forecaster:
     def explain_days(
         self, users: pl.DataFrame, logs: pl.DataFrame, days: Sequence[date]
     ) -> dict[date, list[dict[str, Any]]]:
-        """Every explanation group's contribution for each of ``days`` whose routed model explains.
+        """The explanation items that fit the person (``explanations``) for each of ``days`` whose
+        routed model explains.
 
         One batch over the diary: each day's *features* see only earlier rows and its
         morning fields (``build_features``), but ``batch.daily_logs`` is the whole diary,
@@ -253,6 +270,8 @@ class Forecaster:
         features = build_features(users, logs, forecast_dates=targets)
         batch = ForecastBatch(users, logs, targets, precomputed=features)
         phases = batch.features()["phase"].to_list()
+        has_cycle = bool(users["has_menstrual_cycle"][0])
+        present = dict(zip(batch.targets["date"].to_list(), present_groups(batch.features(), has_cycle), strict=True))
         out: dict[date, list[dict[str, Any]]] = {}
         for phase in sorted(set(phases)):
             route = self.route(phase)
@@ -263,5 +282,17 @@ class Forecaster:
             for d, items in zip(
                 sub.targets["date"].to_list(), route.model.explain(sub, top_k=None), strict=True
             ):  # type: ignore[attr-defined]
-                out[d] = items
+                out[d] = fitting(items, present[d] - NOT_TRIGGERS)
         return out
+
+    def clinical_prior(self) -> dict[str, float]:
+        """The clinical odds-ratio table of the serving models (their ``odds_ratios``), else the
+        project's default prior file when it is at hand (not inside a bento), else empty."""
+        for route in self.routes.values():
+            table = getattr(route.model, "odds_ratios", None)
+            if isinstance(table, Mapping) and table:
+                return {str(k): float(v) for k, v in table.items()}
+        path = repo_root() / "configs" / "prior" / "within_person.yaml"
+        if path.is_file():
+            return {str(k): float(v) for k, v in yaml.safe_load(path.read_text())["odds_ratios"].items()}
+        return {}

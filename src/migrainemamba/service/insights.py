@@ -9,9 +9,11 @@
   base rate) contributes nothing to (1); (2) always works.
 - **Weekly stats** (:func:`weekly_stats`): the diary of the 7 days ending today
   and of the 7 days before, plus the stored forecasts of those days.
-- **Recommendations** (:func:`recommendations`): one per top trigger group, with
-  the number that makes it personal; stored forecasts carry the same, derived
-  from their own top triggers (:func:`recommendations_for_forecast`).
+- **Recommendations** (:func:`recommendations`): at most three, one per top
+  trigger group, with the number that makes it personal; stored forecasts carry
+  the same, derived from their own top triggers (:func:`forecast_recommendations`).
+  What may be named follows one rule (``service.explanations``); a person with
+  no diary day before today gets the labelled clinical prior on every route.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ import polars as pl
 from migrainemamba.data.schema import SYMPTOMS
 from migrainemamba.features import build_features, phase_of
 from migrainemamba.features.triggers import GROUP_NAMES, TRIGGER_GROUP, trigger_indicators
-from migrainemamba.service.forecasting import NOT_TRIGGERS, TOP_TRIGGERS, Forecaster
+from migrainemamba.service.explanations import (
+    BASIS_DIARY,
+    BASIS_FORECAST,
+    MAX_RECOMMENDATIONS,
+    MIN_ODDS_MULTIPLIER,
+    clinical_prior_recommendations,
+    plural,
+)
+from migrainemamba.service.forecasting import TOP_TRIGGERS, Forecast, Forecaster
 
 MIN_DAYS_PRESENT = 3  # a diary trigger needs this many scorable days with it to be ranked
 
@@ -71,21 +81,20 @@ def relative_risk(k_with: int, n_with: int, k_without: int, n_without: int) -> f
 def model_triggers(
     forecaster: Forecaster, users: pl.DataFrame, logs: pl.DataFrame, days: Sequence[date]
 ) -> tuple[list[dict[str, Any]], int]:
-    """Per habit group: mean risk-raising log-odds over ``days`` and days in the top 3. (items, days explained)"""
+    """Per habit group named on some day (``explanations`` rule): mean log-odds over the days
+    it was named, and days among that day's top 3. (items, days explained)"""
     explanations = forecaster.explain_days(users, logs, days)
     totals: dict[str, list[float]] = {}
     in_top: dict[str, int] = {}
-    for items in explanations.values():
-        groups = [e for e in items if e["group"] not in NOT_TRIGGERS]
-        for e in groups:
+    for items in explanations.values():  # already only the fitting items, largest first
+        for e in items:
             totals.setdefault(e["group"], []).append(float(e["log_odds"]))
-        for e in sorted(groups, key=lambda e: -e["log_odds"])[:TOP_TRIGGERS]:
-            if e["log_odds"] > 0:
-                in_top[e["group"]] = in_top.get(e["group"], 0) + 1
+        for e in items[:TOP_TRIGGERS]:
+            in_top[e["group"]] = in_top.get(e["group"], 0) + 1
     out = []
     for group, values in totals.items():
         mean = float(np.mean(values))
-        if mean <= 0:
+        if np.exp(mean) < MIN_ODDS_MULTIPLIER or not in_top.get(group):
             continue
         out.append(
             {
@@ -93,7 +102,7 @@ def model_triggers(
                 "name": GROUP_NAMES[group],
                 "mean_log_odds": round(mean, 4),
                 "odds_multiplier": round(float(np.exp(mean)), 4),
-                "days_in_top": in_top.get(group, 0),
+                "days_in_top": in_top[group],
             }
         )
     out.sort(key=lambda t: -t["mean_log_odds"])
@@ -137,10 +146,14 @@ def diary_triggers(users: pl.DataFrame, logs: pl.DataFrame) -> list[dict[str, An
     return out
 
 
-def rank_groups(model_items: list[dict[str, Any]], diary_items: list[dict[str, Any]]) -> list[str]:
+def rank_groups(
+    model_items: list[dict[str, Any]], diary_items: list[dict[str, Any]], has_menstrual_cycle: bool
+) -> list[str]:
     """Group keys, most important first: the model's risk-raising groups, then diary triggers with RR > 1."""
     ranked = [t["group"] for t in model_items]
     for t in diary_items:
+        if t["group"] == "cycle" and not has_menstrual_cycle:
+            continue
         if (
             t["days_present"] >= MIN_DAYS_PRESENT
             and (t["relative_risk"] or 0) > 1
@@ -158,7 +171,13 @@ def triggers(
     logged = [d for d in logs["date"].to_list() if start <= d <= today]
     recent = logs.filter(pl.col("date") <= today)
     model_items, explained = model_triggers(forecaster, users, recent, logged)
-    diary_items = diary_triggers(users, recent)
+    has_cycle = bool(users["has_menstrual_cycle"][0])
+    # only triggers that applied on some day of this person's diary (never a cycle without one)
+    diary_items = [
+        t
+        for t in diary_triggers(users, recent)
+        if t["days_present"] > 0 and (has_cycle or t["group"] != "cycle")
+    ]
     route = forecaster.route(_current_phase(recent, today))
     return {
         "user_id": user_id,
@@ -169,7 +188,9 @@ def triggers(
         "model_explains": route.explains,
         "model_triggers": model_items,
         "diary_triggers": diary_items,
-        "top_triggers": rank_groups(model_items, diary_items),
+        "top_triggers": rank_groups(model_items, diary_items, has_cycle),
+        "has_menstrual_cycle": has_cycle,
+        "history_days": recent.filter(pl.col("date") < today).height,
     }
 
 
@@ -265,28 +286,51 @@ def weekly_stats(
 
 def _evidence_model(t: dict[str, Any]) -> str:
     return (
-        f"raised your forecasts' odds x{t['odds_multiplier']:.2f} on average over the last days "
-        f"(in the day's top {TOP_TRIGGERS} on {t['days_in_top']} days)"
+        f"raised your forecasts' odds x{t['odds_multiplier']:.2f} on average on the days it was "
+        f"present (in the day's top {TOP_TRIGGERS} on {plural(t['days_in_top'], 'day')})"
     )
 
 
 def _evidence_diary(t: dict[str, Any]) -> str:
     return (
-        f"{t['trigger'].replace('_', ' ')}: attacks began on {t['onsets_present']} of {t['days_present']} days with it "
-        f"({(t['rate_present'] or 0):.0%}) vs {t['onsets_absent']} of {t['days_absent']} without "
-        f"({(t['rate_absent'] or 0):.0%})"
+        f"{t['trigger'].replace('_', ' ')}: attacks began on {t['onsets_present']} of "
+        f"{plural(t['days_present'], 'day')} with it ({(t['rate_present'] or 0):.0%}) vs "
+        f"{t['onsets_absent']} of {t['days_absent']} without ({(t['rate_absent'] or 0):.0%})"
     )
 
 
-def recommendations(insight: dict[str, Any], days_logged_14: int) -> list[dict[str, Any]]:
-    """One recommendation per top trigger group, with the user's own numbers as evidence."""
+def _keep_logging(days_logged_14: int, priority: int) -> dict[str, Any]:
+    return {
+        "group": "diary",
+        "name": GROUP_NAMES["diary"],
+        "priority": priority,
+        "basis": BASIS_DIARY,
+        "action": ACTIONS["diary"],
+        "evidence": f"you logged {days_logged_14} of the last 14 days",
+    }
+
+
+def new_user_recommendations(
+    prior: dict[str, float], has_menstrual_cycle: bool, days_logged_14: int
+) -> list[dict[str, Any]]:
+    """What every route tells a person without a diary day before today: the labelled prior."""
+    out = clinical_prior_recommendations(prior, has_menstrual_cycle, ACTIONS)
+    return [*out, _keep_logging(days_logged_14, len(out) + 1)]
+
+
+def recommendations(
+    insight: dict[str, Any], days_logged_14: int, prior: dict[str, float]
+) -> list[dict[str, Any]]:
+    """At most ``MAX_RECOMMENDATIONS``, one per top trigger group, with the user's own numbers."""
+    if insight["history_days"] == 0:
+        return new_user_recommendations(prior, insight["has_menstrual_cycle"], days_logged_14)
     model_by_group = {t["group"]: t for t in insight["model_triggers"]}
     diary_by_group: dict[str, dict[str, Any]] = {}
     for t in insight["diary_triggers"]:
         diary_by_group.setdefault(t["group"], t)
     out = []
-    for priority, group in enumerate(insight["top_triggers"], start=1):
-        if group not in ACTIONS:
+    for group in insight["top_triggers"]:
+        if group not in ACTIONS or len(out) == MAX_RECOMMENDATIONS:
             continue
         evidence = [_evidence_model(model_by_group[group])] if group in model_by_group else []
         if group in diary_by_group and (diary_by_group[group]["relative_risk"] or 0) > 1:
@@ -295,34 +339,32 @@ def recommendations(insight: dict[str, Any], days_logged_14: int) -> list[dict[s
             {
                 "group": group,
                 "name": GROUP_NAMES[group],
-                "priority": priority,
+                "priority": len(out) + 1,
+                "basis": BASIS_FORECAST if group in model_by_group else BASIS_DIARY,
                 "action": ACTIONS[group],
                 "evidence": "; ".join(evidence),
             }
         )
-    if len(out) < 3 and days_logged_14 < 14:
-        out.append(
-            {
-                "group": "diary",
-                "name": GROUP_NAMES["diary"],
-                "priority": len(out) + 1,
-                "action": ACTIONS["diary"],
-                "evidence": f"you logged {days_logged_14} of the last 14 days",
-            }
-        )
+    if len(out) < MAX_RECOMMENDATIONS and days_logged_14 < 14:
+        out.append(_keep_logging(days_logged_14, len(out) + 1))
     return out
 
 
-def recommendations_for_forecast(top_triggers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Recommendations stored with a forecast, from its own top triggers."""
+def forecast_recommendations(
+    forecast: Forecast, prior: dict[str, float], has_menstrual_cycle: bool, days_logged_14: int
+) -> list[dict[str, Any]]:
+    """Recommendations stored with a forecast: from its own top triggers, or the labelled prior
+    for a person without a diary day before it (the same as ``/insights/recommendations``)."""
+    if forecast.history_days == 0:
+        return new_user_recommendations(prior, has_menstrual_cycle, days_logged_14)
     return [
         {
             "group": t["group"],
             "name": t["name"],
             "priority": i,
-            "action": ACTIONS.get(t["group"], ""),
+            "basis": BASIS_FORECAST,
+            "action": ACTIONS[t["group"]],
             "evidence": f"raises today's odds x{t['odds_multiplier']:.2f}",
         }
-        for i, t in enumerate(top_triggers, start=1)
-        if t["group"] in ACTIONS
-    ]
+        for i, t in enumerate((t for t in forecast.top_triggers if t["group"] in ACTIONS), start=1)
+    ][:MAX_RECOMMENDATIONS]

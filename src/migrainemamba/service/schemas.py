@@ -16,11 +16,20 @@ Field modes, per contract column:
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from migrainemamba.data.schema import (
@@ -41,6 +50,44 @@ _PY_TYPES: dict[type[pl.DataType], type] = {
     pl.Boolean: bool,
     pl.Date: date,
 }
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _iso_date_only(value: Any) -> Any:
+    """Dates are ISO strings: pydantic alone would read ``0`` or ``"0"`` as 1970-01-01 (a timestamp)."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise PydanticCustomError("date_format", "Input should be an ISO date YYYY-MM-DD")
+    return value
+
+
+def integral_float(value: Any) -> Any:
+    """JSON Schema counts 32.0 as an integer: accept it as 32 (strings and booleans stay errors)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# documents in the schema what service.hygiene enforces on every string (tab, LF, CR allowed)
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+USER_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+DATE_LIMITS = "ISO date YYYY-MM-DD; not after today (TIMEZONE) and at most 730 days before it"
+# the one date type of requests (body, path, query): ISO strings only
+IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
+# the user a request body acts for (ids are issued by onboarding; deps.UserIdPath in paths)
+BodyUserId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=STRING_LENGTHS["user_id"],
+        pattern=USER_ID_PATTERN,
+        description="the user's id (the token's user)",
+    ),
+]
 
 
 class StrictModel(BaseModel):
@@ -73,6 +120,8 @@ def contract_annotation(column: Column) -> Any:
     else:
         base = _PY_TYPES[type(column.dtype)]
     constraints: dict[str, Any] = {"description": _describe(column)}
+    # after the constraints, so they stay JSON Schema keywords (minimum, maximum) of the type
+    validators: list[Any] = []
     if column.min is not None:
         constraints["ge"] = column.min
     if column.max is not None:
@@ -81,10 +130,15 @@ def contract_annotation(column: Column) -> Any:
         constraints["allow_inf_nan"] = False
     if base is date:
         constraints["strict"] = False  # FastAPI validates parsed JSON: dates arrive as ISO strings
+        constraints["description"] = "; ".join(p for p in (constraints["description"], DATE_LIMITS) if p)
+        validators.append(BeforeValidator(_iso_date_only))
+    if base is int:
+        validators.append(BeforeValidator(integral_float))
     if base is str:
+        constraints["pattern"] = NO_CONTROL_CHARACTERS
         constraints["min_length"] = 1
         constraints["max_length"] = STRING_LENGTHS.get(column.name, 255)
-    return Annotated[base, Field(**constraints)]
+    return Annotated[(base, Field(**constraints), *validators)]  # type: ignore[return-value]
 
 
 def contract_fields(columns: tuple[Column, ...], mode: Mode) -> dict[str, Any]:
@@ -122,6 +176,18 @@ def _outcome_consistent(value: Any, info: ValidationInfo) -> Any:
             {"field": info.field_name},
         )
     return value
+
+
+# the same rule in the schema (JSON Schema if/then), so clients and generators know it
+_NULL_OR_ZERO = {"anyOf": [{"type": "null"}, {"const": 0}]}
+OUTCOME_RULE = {
+    "if": {"properties": {"migraine_occurred": {"const": False}}, "required": ["migraine_occurred"]},
+    "then": {"properties": {"migraine_severity": _NULL_OR_ZERO, "migraine_duration_hours": _NULL_OR_ZERO}},
+}
+
+
+class OutcomeRuleModel(StrictModel):
+    model_config = ConfigDict(json_schema_extra=OUTCOME_RULE)
 
 
 _OUTCOME_VALIDATORS = {
@@ -175,7 +241,7 @@ _LOG_VALUE_COLUMNS = _columns(DAILY_LOG_COLUMNS, skip=("user_id", "date"))
 
 DailyLogSubmit = create_model(
     "DailyLogSubmit",
-    __base__=StrictModel,
+    __base__=OutcomeRuleModel,
     __doc__=(
         "One diary day. Morning fields, day fields and the outcome may come in one or several "
         "submits for the same date: a repeated date updates the fields sent and keeps the others."
@@ -184,8 +250,8 @@ DailyLogSubmit = create_model(
         "unique_symptoms": field_validator("symptoms")(_unique_symptoms),
         **_OUTCOME_VALIDATORS,
     },
-    user_id=(Annotated[str, Field(min_length=1, max_length=STRING_LENGTHS["user_id"])], ...),
-    date=(date, Field(strict=False, description="the diary day (ISO date, not in the future)")),
+    user_id=(BodyUserId, ...),
+    date=(IsoDate, Field(strict=False, description=f"the diary day ({DATE_LIMITS})")),
     **contract_fields(_LOG_VALUE_COLUMNS, "partial"),
 )
 
@@ -212,7 +278,7 @@ _outcome_fields["migraine_occurred"] = (bool, Field(description="did a migraine 
 
 OutcomeUpdate = create_model(
     "OutcomeUpdate",
-    __base__=StrictModel,
+    __base__=OutcomeRuleModel,
     __doc__="The outcome of one day; creates the diary day if it was not logged.",
     __validators__=_OUTCOME_VALIDATORS,
     **_outcome_fields,
@@ -228,6 +294,13 @@ class LogHistory(BaseModel):
 # ------------------------------------------------------------ predictions
 
 
+RISK_LEVEL_BASIS = (
+    "risk_level is absolute (the chance that an attack starts today, against the service's "
+    "thresholds): it is what decides whether to keep treatment at hand, and what accuracy is "
+    "scored on. relative_level says whether today is unusual for this person."
+)
+
+
 class TriggerOut(BaseModel):
     group: str = Field(description="habit group (features.triggers.GROUP_NAMES)")
     name: str
@@ -239,6 +312,10 @@ class RecommendationOut(BaseModel):
     group: str
     name: str
     priority: int = Field(description="1 = most important")
+    basis: str = Field(
+        "your forecast",
+        description="what it rests on: 'your forecast', 'your diary' or 'clinical prior (not yet your own data)'",
+    )
     action: str
     evidence: str
 
@@ -259,6 +336,18 @@ class PredictionOut(ResponseModel):
     actual_outcome: bool | None = None
     actual_onset: bool | None = None
     was_correct: bool | None = None
+    usual_probability: float | None = Field(
+        None,
+        description="the person's usual day: mean of their forecasts of the 30 days before (null: none yet)",
+    )
+    relative_risk: float | None = Field(None, description="probability / usual_probability")
+    relative_level: Literal["lower than usual", "usual", "higher than usual"] | None = Field(
+        None, description="today against the person's usual day (x0.8 / x1.25 bounds)"
+    )
+    risk_level_basis: str = Field(
+        RISK_LEVEL_BASIS,
+        description="what drives risk_level and why",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -369,7 +458,17 @@ class RecommendationsOut(BaseModel):
 # ------------------------------------------------------------------ status
 
 
+class FieldError(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description="where: ('body' | 'path' | 'query', field, ...)")
+    msg: str
+
+
+class FieldErrors(BaseModel):
+    detail: list[FieldError]
+
+
 class ReadinessOut(BaseModel):
     ready: bool
-    database: dict[str, Any]
-    models: dict[str, Any]
+    database: dict[str, Any] | None = Field(None, description="operator only (OPERATOR_TOKEN)")
+    models: dict[str, Any] | None = Field(None, description="operator only (OPERATOR_TOKEN)")

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Annotated, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from migrainemamba.config import repo_root
+
+# HS256 keys shorter than this are guessable offline from one token (RFC 7518 asks >= 256 bits)
+MIN_SECRET_LENGTH = 32
 
 
 def default_database_url() -> str:
@@ -41,7 +44,20 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; SQLite file by default, postgresql://user@host/db in production",
     )
     auto_migrate: bool = Field(
-        True, description="run `alembic upgrade head` when the service starts"
+        True, description="run `alembic upgrade head` when the service starts (in the background)"
+    )
+    # Every wait on the database is bounded, so a slow or vanished database gives a fast 503.
+    database_connect_timeout_seconds: int = Field(
+        2, ge=2, le=60, description="opening a connection (psycopg's minimum is 2 s)"
+    )
+    database_statement_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="one statement or lock wait (PostgreSQL), busy wait (SQLite)"
+    )
+    database_pool_timeout_seconds: float = Field(
+        1.0, gt=0, le=60, description="waiting for a free connection of the pool"
+    )
+    migration_retry_seconds: float = Field(
+        2.0, gt=0, le=300, description="pause between migration attempts while the database is down"
     )
 
     secret_key: SecretStr | None = Field(
@@ -52,6 +68,10 @@ class Settings(BaseSettings):
         default_factory=lambda: repo_root() / "data" / "service" / "secret.key"
     )
     token_ttl_days: int = Field(365, ge=1, le=3650)
+    operator_token: SecretStr | None = Field(
+        None,
+        description="bearer token that shows readiness details at /ready (unset: only ready true/false)",
+    )
 
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS (empty: none)"
@@ -79,6 +99,10 @@ class Settings(BaseSettings):
     weather_timeout_seconds: float = Field(2.0, gt=0, le=30)
     weather_cache_seconds: float = Field(1800.0, ge=0)
 
+    max_body_bytes: int = Field(
+        256 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest request body accepted (413 above)"
+    )
+
     insights_window_days: int = Field(
         30, ge=7, le=365, description="recent days the insights aggregate over"
     )
@@ -87,6 +111,16 @@ class Settings(BaseSettings):
     @classmethod
     def _normalize_url(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("secret_key", "operator_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"{info.field_name.upper()} must be at least {MIN_SECRET_LENGTH} characters "
+                f"(got {len(value.get_secret_value())}); e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        return value
 
     @field_validator("timezone")
     @classmethod

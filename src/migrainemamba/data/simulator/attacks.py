@@ -12,16 +12,30 @@ same-day exposures nor the latent states: it marginalises the same-day
 triggers exactly (their probabilities given the past are known) and filters the
 two latest states with an exact forward filter over (state[t-1], state[t-2]),
 updated by each day's symptoms and outcome. So p_oracle = E[p_true | past].
+
+Scenarios (scenarios.py) may add to the known part: a refractory term after
+attacks (like the burst, with a negative sign) and a feedback whose shift for day
+t depends on the attack days before t (exposures reacting to attacks). Both are
+functions of the true past, so the oracle stays exact.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import product
+from typing import Protocol
 
 import numpy as np
 from scipy.special import expit
 from tqdm.auto import tqdm
+
+
+class KnownLpFeedback(Protocol):
+    """Day t's known log-odds change from attacks before t (reverse causation)."""
+
+    def reset(self) -> None: ...
+
+    def known_lp_shift(self, t: int, attack: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -43,6 +57,9 @@ class AttackInputs:
     u_onset: np.ndarray  # (U, T) uniforms (shared across calibration passes)
     u_duration: np.ndarray  # (U, T)
     u_symptom: np.ndarray  # (U, T, P)
+    refractory_log_or: np.ndarray | None = None  # (U,) <= 0, scenario `refractory`
+    refractory_decay_days: float = 1.0
+    feedback: KnownLpFeedback | None = None  # scenario `reverse_causation`
 
 
 @dataclass
@@ -75,12 +92,18 @@ def run_attack_process(inp: AttackInputs, with_oracle: bool, progress: bool = Fa
     # belief over (state[t-1], state[t-2]), both start at their prior
     prior2 = np.stack([1 - rate, rate], axis=1)  # (U, 2)
     belief = prior2[:, :, None] * prior2[:, None, :]  # (U, 2, 2)
+    if inp.feedback is not None:
+        inp.feedback.reset()
 
     days = tqdm(range(n_days), desc="attack process", disable=not progress, leave=False)
     for t in days:
         is_eligible = ~attack[:, t - 1] if t > 0 else np.ones(n_users, bool)
         burst = inp.burst_log_or * np.exp(-(t - last_attack - 1) / inp.burst_decay_days)
         known = inp.alpha + inp.known_lp[:, t] + burst  # (U,)
+        if inp.refractory_log_or is not None:
+            known = known + inp.refractory_log_or * np.exp(-(t - last_attack - 1) / inp.refractory_decay_days)
+        if inp.feedback is not None:
+            known = known + inp.feedback.known_lp_shift(t, attack)
         s1 = inp.state[:, t - 1] if t >= 1 else np.zeros(n_users, bool)
         s2 = inp.state[:, t - 2] if t >= 2 else np.zeros(n_users, bool)
         realised_same = (inp.same_day_bits[:, t, :] * inp.same_day_beta).sum(axis=1)  # (U,)

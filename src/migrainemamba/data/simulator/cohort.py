@@ -15,6 +15,15 @@ from migrainemamba.data.simulator.attacks import AttackHistory, AttackInputs, ru
 from migrainemamba.data.simulator.calendar import city_pressure, simulate_cycles
 from migrainemamba.data.simulator.config import SimulatorConfig
 from migrainemamba.data.simulator.exposures import Exposures, simulate_exposures
+from migrainemamba.data.simulator.medications import simulate_medications
+from migrainemamba.data.simulator.scenarios import (
+    ReverseCausation,
+    add_scenario_indicators,
+    apply_reporting,
+    refractory_log_or,
+    scenario_rngs,
+    susceptibility_drift,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,8 @@ class SimulatedCohort:
     daily_logs: pl.DataFrame  # contract table (logged days only)
     truth_users: pl.DataFrame  # per user: frequency, sensitivities, true log-odds per trigger
     truth_days: pl.DataFrame  # per user-day of the diary period: p_true, p_oracle, indicators
+    medications: pl.DataFrame | None = None  # contract table; None without a `medications` config
+    truth_medication_users: pl.DataFrame | None = None  # who takes what, who overuses
 
 
 @dataclass
@@ -101,12 +112,76 @@ def _solve_alpha(target: np.ndarray, lp_rest: np.ndarray, mask: np.ndarray | Non
     return alpha
 
 
+@dataclass
+class SimulationInternals:
+    """What the simulator knows beyond the tables (for ceilings that rerun its oracle)."""
+
+    people: _People
+    expo: Exposures
+    inputs: AttackInputs
+    history: AttackHistory
+    sensitive: dict[str, np.ndarray]
+    log_or: dict[str, np.ndarray]
+    burst_correction: np.ndarray  # (U,) subtracted from alpha so clustering keeps the target rate
+    onset_target: np.ndarray  # (U,) onset rate per eligible day aimed at
+    calibration_eligible: np.ndarray  # (U, T) eligible days of the calibration pass (alpha's mask)
+    state: np.ndarray
+    prone: np.ndarray
+    bursty: np.ndarray
+    cycles: object
+    start: date
+    rng_diary: np.random.Generator
+    rng_detail: np.random.Generator
+    rng_scenario: dict[str, np.random.Generator]
+    cal_index: np.ndarray  # (U, T) calendar day of each simulated day
+    extra_lags: dict[str, np.ndarray]  # scenario: person-specific extra lags per trigger
+    drift: np.ndarray | None  # scenario: the drifting susceptibility, (U, T)
+
+
 def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCohort:
     """Simulate `cfg.n_users` people over `cfg.n_days` days; deterministic given `cfg.seed`."""
+    sim = simulate_internals(cfg, progress)
+    people, history, inputs, start = sim.people, sim.history, sim.inputs, sim.start
+    scenario, n_users, n_days = cfg.scenario, cfg.n_users, BURN_IN_DAYS + cfg.n_days
+    diary = _diary_mask(sim.rng_diary, cfg, n_users, n_days)
+    recorded_attack = None
+    if scenario.reporting is not None:
+        reporting = apply_reporting(sim.rng_scenario["reporting"], scenario.reporting, diary, history.attack, BURN_IN_DAYS)
+        diary, recorded_attack = reporting.logged, reporting.recorded_attack
+    meds = None
+    if cfg.medications:  # its own seed: the streams above stay as they were
+        epoch = (start - date(1970, 1, 1)).days
+        meds = simulate_medications(
+            cfg.medications, cfg.seed + 3, _user_ids(n_users), people.band, history.attack, diary,
+            sim.cal_index + epoch, BURN_IN_DAYS,
+        )
+    truth_users = _truth_users_table(cfg, people, sim.sensitive, sim.log_or, sim.prone, sim.bursty, inputs, history)
+    truth_days = _truth_days_table(cfg, people, sim.expo, history, sim.state, diary, start)
+    drift = sim.drift
+    return SimulatedCohort(
+        users=_users_table(cfg, people, sim.cycles, start, inputs, history),
+        daily_logs=_daily_logs_table(sim.rng_detail, cfg, people, sim.expo, history, diary, start, recorded_attack),
+        truth_users=truth_users.with_columns(
+            *[pl.Series(f"{name}_extra_lag_days", lag) for name, lag in sim.extra_lags.items()],
+            *([pl.Series("refractory_log_or", inputs.refractory_log_or)] if inputs.refractory_log_or is not None else []),
+        ),
+        truth_days=truth_days.with_columns(
+            *([pl.Series("susceptibility_drift", drift[:, BURN_IN_DAYS:].ravel())] if drift is not None else []),
+            *([pl.Series("recorded_attack", recorded_attack[:, BURN_IN_DAYS:].ravel())]
+              if recorded_attack is not None else []),
+        ),
+        medications=None if meds is None else meds.medications,
+        truth_medication_users=None if meds is None else meds.truth_users,
+    )
+
+
+def simulate_internals(cfg: SimulatorConfig, progress: bool = False) -> SimulationInternals:
+    """The simulation itself (people, exposures, sensitivities, attacks), before the tables."""
     seeds = np.random.SeedSequence(cfg.seed).spawn(8)
     rng_people, rng_calendar, rng_expo, rng_effects, rng_attacks, rng_diary, rng_detail, _ = (
         np.random.default_rng(s) for s in seeds
     )
+    scenario, rng_scenario = cfg.scenario, scenario_rngs(seeds[7])  # spare seed: default unchanged
     n_users, n_days = cfg.n_users, BURN_IN_DAYS + cfg.n_days
     people = _draw_people(rng_people, cfg)
     start = date.fromisoformat(cfg.start_date) - timedelta(days=BURN_IN_DAYS)
@@ -124,6 +199,7 @@ def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCo
         p["cycle_jitter_sd"], p["period_days"],
     )
     expo = simulate_exposures(rng_expo, weekday, pressure, cycles.perimenstrual, cycles.menstruating)
+    extra_lags = add_scenario_indicators(rng_scenario["lags"], expo, cfg.triggers)
 
     # who is sensitive to what, and how much
     sensitive, log_or = {}, {}
@@ -142,6 +218,10 @@ def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCo
         raise ValueError(f"triggers {sorted(bad_same_day)}: no same-day probability model")
     known = [t.name for t in cfg.triggers if t.timing == "known"]
     known_lp = sum(log_or[k][:, None] * expo.indicators[k] for k in known)
+    drift = None
+    if scenario.drift is not None:
+        drift = susceptibility_drift(rng_scenario["drift"], scenario.drift, (n_users, n_days))
+        known_lp = known_lp + drift
     same_bits = np.stack([expo.indicators[k] for k in same_day], axis=2).astype(float)
     same_prob = np.stack([expo.same_day_prob[k] for k in same_day], axis=2)
     same_beta = np.stack([log_or[k] for k in same_day], axis=1)
@@ -173,6 +253,13 @@ def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCo
         u_duration=rng_attacks.random((n_users, n_days)),
         u_symptom=rng_attacks.random((n_users, n_days, len(PRODROME_SYMPTOMS))),
     )
+    if scenario.refractory is not None:
+        inputs.refractory_log_or = refractory_log_or(rng_scenario["refractory"], scenario.refractory, n_users)
+        inputs.refractory_decay_days = float(scenario.refractory.decay_days)
+    if scenario.reverse_causation is not None:
+        inputs.feedback = ReverseCausation(
+            rng_scenario["reverse_causation"], scenario.reverse_causation, expo, log_or, cfg.triggers
+        )
 
     # Baseline so that attack days per month hit each person's target. With mean
     # duration d and a refractory day after each attack, the attack-day share f
@@ -190,13 +277,15 @@ def simulate_cohort(cfg: SimulatorConfig, progress: bool = False) -> SimulatedCo
     without_burst = np.nanmean(np.where(first.eligible, expit(inputs.alpha[:, None] + lp_rest), np.nan), axis=1)
     inputs.alpha = _solve_alpha(q, lp_rest, first.eligible) - np.log(with_burst / without_burst)
     history = run_attack_process(inputs, with_oracle=True, progress=progress)
+    if inputs.feedback is not None:
+        inputs.feedback.write_back(expo)
 
-    diary = _diary_mask(rng_diary, cfg, n_users, n_days)
-    return SimulatedCohort(
-        users=_users_table(cfg, people, cycles, start, inputs, history),
-        daily_logs=_daily_logs_table(rng_detail, cfg, people, expo, history, diary, start),
-        truth_users=_truth_users_table(cfg, people, sensitive, log_or, prone, bursty, inputs, history),
-        truth_days=_truth_days_table(cfg, people, expo, history, state, diary, start),
+    return SimulationInternals(
+        people=people, expo=expo, inputs=inputs, history=history, sensitive=sensitive, log_or=log_or,
+        burst_correction=np.log(with_burst / without_burst), onset_target=q,
+        calibration_eligible=first.eligible, state=state, prone=prone,
+        bursty=bursty, cycles=cycles, start=start, rng_diary=rng_diary, rng_detail=rng_detail,
+        rng_scenario=rng_scenario, cal_index=cal_index, extra_lags=extra_lags, drift=drift,
     )
 
 
@@ -254,12 +343,15 @@ def _users_table(cfg, people: _People, cycles, start: date, inputs: AttackInputs
     )
 
 
-def _daily_logs_table(rng, cfg, people: _People, expo: Exposures, history: AttackHistory, logged: np.ndarray, start: date) -> pl.DataFrame:
+def _daily_logs_table(
+    rng, cfg, people: _People, expo: Exposures, history: AttackHistory, logged: np.ndarray, start: date,
+    recorded_attack: np.ndarray | None = None,
+) -> pl.DataFrame:
     u_idx, t_idx = np.nonzero(logged)
     n_rows = len(u_idx)
     d = cfg.diary
     reported = rng.random(n_rows) >= d["outcome_unreported_share"]
-    attack = history.attack[u_idx, t_idx]
+    attack = (history.attack if recorded_attack is None else recorded_attack)[u_idx, t_idx]
     onset = history.onset[u_idx, t_idx]
     severity = np.clip(np.round(rng.normal(6.0, 1.8, n_rows)), 2, 10)
     hours = np.where(onset, rng.uniform(4, 24, n_rows), rng.uniform(8, 24, n_rows)).round(1)

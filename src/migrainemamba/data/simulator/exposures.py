@@ -22,6 +22,10 @@ WEEKEND_CAFFEINE = np.array([0.1, 0.1, 0.1, 0.1, 0.1, -0.25, -0.25])
 WORKDAY_FASTING = np.array([0.15, 0.15, 0.15, 0.15, 0.15, -0.35, -0.35])
 WEEKEND_LIGHT = np.array([-0.1, -0.1, -0.1, -0.1, -0.1, 0.25, 0.25])
 NO_RHYTHM = np.zeros(7)
+# "A week of sleep debt" (scenario cumulative_lags): hours below the usual sleep, summed
+# over the last 7 nights (D's own night included: it is a morning field).
+SLEEP_DEBT_NIGHTS = 7
+SLEEP_DEBT_WEEK_HOURS = 6.0
 
 
 @dataclass
@@ -92,10 +96,12 @@ def simulate_exposures(
     sleep_quality_good = (0.6 * sleep.z + 0.8 * quality_noise) >= user(-0.55, 0.3)
 
     stress = latent(rng, weekday, 0.6, WORKDAY_STRESS)
-    stress_level = np.clip(np.floor(user(4.8, 1.2) + 2.0 * stress.value + 0.5), 1, 10)
+    stress_mean = user(4.8, 1.2)
+    stress_level = np.clip(np.floor(stress_mean + 2.0 * stress.value + 0.5), 1, 10)
 
     alcohol = latent(rng, weekday, 0.2, WEEKEND_ALCOHOL)
-    alcohol_drinks = np.maximum(0, np.floor(user(-0.6, 1.2) + 1.6 * alcohol.value + 0.5))
+    alcohol_mean = user(-0.6, 1.2)
+    alcohol_drinks = np.maximum(0, np.floor(alcohol_mean + 1.6 * alcohol.value + 0.5))
 
     caffeine = latent(rng, weekday, 0.6, WEEKEND_CAFFEINE)
     caffeine_habit = np.where(rng.random((n_users, 1)) < 0.15, -1.5, rng.gamma(2.2, 1.0, (n_users, 1)))
@@ -155,6 +161,22 @@ def simulate_exposures(
         "bright_light": light.prob_at_least(light_threshold),
         "dehydration": 1.0 - water.prob_at_least(dehydration_threshold),
     }
+    # Variants the scenarios use (configs/data/scenario/): derived from the same draws
+    # without further randomness, so the default story is unchanged.
+    stress_before = _lag(stress_level, 1, 0)
+    indicators["stress_letdown_today"] = (stress_before - stress_level) >= 3
+    # stress_D <= stress_{D-1} - 3 =: k  <=>  floor(m + 2 v + 1/2) <= k  <=>  v < (k + 1/2 - m) / 2
+    # (k >= 1; the clip at 10 never binds there); impossible when k < 1
+    letdown_level = stress_before - 3
+    same_day_prob["stress_letdown_today"] = np.where(
+        letdown_level >= 1, 1.0 - stress.prob_at_least((letdown_level + 0.5 - stress_mean) / 2.0), 0.0
+    )
+    indicators["heavy_alcohol_today"] = alcohol_drinks >= 5
+    # floor(m + 1.6 v + 1/2) >= 5  <=>  v >= (4.5 - m) / 1.6
+    same_day_prob["heavy_alcohol_today"] = alcohol.prob_at_least((4.5 - alcohol_mean) / 1.6)
+    nightly_debt = np.maximum(0.0, usual_sleep - sleep_hours)
+    week_debt = lfilter(np.ones(SLEEP_DEBT_NIGHTS), [1.0], nightly_debt, axis=1)  # nights D-6..D
+    indicators["sleep_debt_week"] = week_debt >= SLEEP_DEBT_WEEK_HOURS
     return Exposures(
         fields=fields,
         indicators={k: v.astype(bool) for k, v in indicators.items()},

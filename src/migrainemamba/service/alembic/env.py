@@ -15,7 +15,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from migrainemamba.service.db import make_engine
-from migrainemamba.service.models_db import Base
+from migrainemamba.service.models import Base  # every table, the clinical ones included
 from migrainemamba.service.settings import Settings
 
 config = context.config

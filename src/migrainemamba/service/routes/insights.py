@@ -51,7 +51,8 @@ def recommendations(
     settings: SettingsDep,
     today: TodayDep,
 ) -> RecommendationsOut:
-    """One recommendation per top trigger, with the user's own numbers as evidence."""
+    """At most three recommendations, one per top trigger, with the user's own numbers as evidence
+    (a user without a diary day before today: the labelled clinical prior, as in the forecast)."""
     logs = logs_frame(crud.all_logs(session, user.user_id))
     insight = compute.triggers(
         forecaster, users_frame(user), logs, today, settings.insights_window_days
@@ -60,5 +61,5 @@ def recommendations(
     return RecommendationsOut(
         user_id=user.user_id,
         based_on=insight["top_triggers"],
-        recommendations=compute.recommendations(insight, recent),
+        recommendations=compute.recommendations(insight, recent, forecaster.clinical_prior()),
     )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi import Path as FastAPIPath
 from pydantic import BaseModel
 
 from migrainemamba.service import crud
@@ -20,8 +21,11 @@ from migrainemamba.service.deps import (
     reject_future,
 )
 from migrainemamba.service.schemas import (
+    DATE_LIMITS,
     DailyLogOut,
     DailyLogSubmit,
+    FieldErrors,
+    IsoDate,
     LogHistory,
     LogSubmitResponse,
     OutcomeUpdate,
@@ -36,7 +40,12 @@ router = APIRouter(prefix="/logs", tags=["logs"])
     response_model=LogSubmitResponse,
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"description": "the date was already logged: the fields sent were merged into it"}
+        200: {"description": "the date was already logged: the fields sent were merged into it"},
+        409: {
+            "description": "the merged day would contradict itself (e.g. a severity for a day without an attack); "
+            "detail[].loc names the field",
+            "model": FieldErrors,
+        },
     },
 )
 def submit(
@@ -53,6 +62,9 @@ def submit(
 
     A second submit for the same date **merges**: the fields it sends replace the
     stored ones, fields it leaves out are kept (201 for a new day, 200 for a merge).
+    The merged day must be consistent: ``migraine_occurred: false`` clears a stored
+    severity and duration; a severity or duration above 0 needs the merged day to say
+    ``migraine_occurred: true`` (else 409 naming the field, nothing written).
     For today's date without a pressure, the weather provider (if configured) fills
     ``barometric_pressure_hpa`` from the user's city.
     """
@@ -71,11 +83,6 @@ def submit(
         pressure = weather.pressure_hpa(user.location_city)  # type: ignore[attr-defined]
         if pressure is not None:
             values["barometric_pressure_hpa"] = pressure
-    if (
-        values.get("migraine_occurred") is False
-    ):  # no attack: a stored severity/duration no longer applies
-        values.setdefault("migraine_severity", None)
-        values.setdefault("migraine_duration_hours", None)
     row, created = crud.upsert_log(session, user.user_id, body.date, values)
     crud.refresh_progress(session, user, forecaster)
     if "migraine_occurred" in values:
@@ -89,8 +96,8 @@ def submit(
 def history(
     user: OwnedUser,
     session: SessionDep,
-    start: date | None = None,
-    end: date | None = None,
+    start: Annotated[IsoDate | None, Query(description="first day (ISO date), inclusive")] = None,
+    end: Annotated[IsoDate | None, Query(description="last day (ISO date), inclusive")] = None,
     limit: int = Query(90, ge=1, le=1000),
 ) -> LogHistory:
     """Diary days, newest first (``start``/``end`` inclusive)."""
@@ -107,7 +114,7 @@ class OutcomeResponse(BaseModel):
 
 @router.put("/outcome/{user_id}/{date}", response_model=OutcomeResponse)
 def outcome(
-    date: date,
+    date: Annotated[IsoDate, FastAPIPath(description=DATE_LIMITS)],
     body: OutcomeUpdate,  # type: ignore[valid-type]
     user: OwnedUser,
     session: SessionDep,

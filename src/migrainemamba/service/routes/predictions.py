@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import timedelta
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Query, Response
 
 from migrainemamba.service import crud
-from migrainemamba.service.db import SessionDep
-from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep
+from migrainemamba.service.db import SessionDep, begin_writer
+from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep, authorize
 from migrainemamba.service.forecasting import logs_frame, users_frame
-from migrainemamba.service.insights import recommendations_for_forecast
+from migrainemamba.service.insights import forecast_recommendations
+from migrainemamba.service.models_db import Prediction
 from migrainemamba.service.schemas import (
     AccuracyOut,
+    IsoDate,
     ModelAccuracy,
     PredictionHistory,
     PredictionOut,
@@ -26,8 +29,8 @@ router = APIRouter(prefix="/predictions", tags=["predictions"])
 def history(
     user: OwnedUser,
     session: SessionDep,
-    start: date | None = None,
-    end: date | None = None,
+    start: Annotated[IsoDate | None, Query(description="first day (ISO date), inclusive")] = None,
+    end: Annotated[IsoDate | None, Query(description="last day (ISO date), inclusive")] = None,
     limit: int = Query(90, ge=1, le=1000),
 ) -> PredictionHistory:
     """Stored forecasts, newest first, with their outcomes once reported."""
@@ -102,20 +105,38 @@ def today_forecast(
     earlier diary day, the profile, or the model serving the phase. Then it is
     recomputed and replaces the stored one (``X-Forecast: new``).
     """
-    users = users_frame(user)
-    logs = logs_frame(crud.all_logs(session, user.user_id))
-    stored = crud.get_prediction(session, user.user_id, today)
-    if stored is not None and stored.inputs_fingerprint == forecaster.inputs_fingerprint(
-        users, logs, today
-    ):
+    version = crud.forecast_inputs_version(session, user, today, forecaster)
+    stored, usual = crud.get_prediction_and_usual(session, user.user_id, today)
+    if stored is not None and stored.inputs_fingerprint == version:
         response.headers["X-Forecast"] = "stored"
-        return PredictionOut.model_validate(stored)
-    forecast = forecaster.forecast(users, logs, today)
-    row = crud.save_prediction(
-        session, forecast, recommendations_for_forecast(forecast.top_triggers)
+        return _with_usual_day(session, stored, usual)
+    # compute and store: one writer transaction, the user locked, the check taken again under it
+    begin_writer(session)
+    user = authorize(session, user.user_id, user.user_id)
+    version = crud.forecast_inputs_version(session, user, today, forecaster)
+    stored = crud.get_prediction(session, user.user_id, today)
+    if stored is not None and stored.inputs_fingerprint == version:  # a concurrent request stored it
+        response.headers["X-Forecast"] = "stored"
+        return _with_usual_day(session, stored)
+    users = users_frame(user)
+    logs = logs_frame(crud.all_logs(session, user.user_id, end=today))
+    forecast = forecaster.forecast(users, logs, today, inputs_fingerprint=version)
+    recent = logs.filter(logs["date"] > today - timedelta(days=14)).height
+    recommendations = forecast_recommendations(
+        forecast, forecaster.clinical_prior(), bool(user.has_menstrual_cycle), recent  # type: ignore[attr-defined]
     )
-    crud.score_predictions(session, user, [today], settings)
+    row = crud.save_prediction(session, forecast, recommendations)
+    crud.score_predictions(session, user, [today], settings, logs=logs)
     crud.refresh_progress(session, user, forecaster)
+    out = _with_usual_day(session, row)
     session.commit()
     response.headers["X-Forecast"] = "new"
-    return PredictionOut.model_validate(row)
+    return out
+
+
+def _with_usual_day(session: SessionDep, row: Prediction, usual: float | None = None) -> PredictionOut:
+    """The forecast with its usual-day comparison (``usual`` when already read, else read now)."""
+    out = PredictionOut.model_validate(row)
+    if usual is None:
+        usual = crud.usual_probability(session, row.user_id, row.date)
+    return out.model_copy(update=crud.relative_to_usual(row.probability, usual))

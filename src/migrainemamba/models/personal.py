@@ -1,0 +1,333 @@
+"""The personalized model (days 31+): each person's own level and trigger sensitivities.
+
+On top of a population model's log-odds (the offset: the foundation model), each person
+``u`` gets a Bayesian logistic regression over their trigger exposures that morning
+(``migrainemamba.features.triggers.TRIGGER_INDICATORS``) and their own level::
+
+    logit p_ud = offset_ud + b_u0 + sum_k b_uk x_udk,     b_u ~ N(0, diag(tau^2))
+
+The prior is centred on the population (b = 0: the population forecast itself); its
+spreads ``tau`` are estimated across the training cohort by empirical Bayes (Laplace
+marginal likelihood, ``bayes_logistic.empirical_bayes``), not set by hand.
+
+Prequential, exactly as the service runs it (docs/architecture.md): the forecast for day
+D uses only the person's labelled rows dated before D. The posterior is refitted in full
+at the start of each week of the person's diary (weeks counted from their first diary
+day: a refit for day D uses every labelled row before ``first_day + 7 * week(D)``), and
+between refits each new outcome updates it online (``bayes_logistic.online_update``).
+So the state for day D is a function of the rows before D only, whenever it is computed.
+
+:func:`personalise` does this for many people at once (vectorised over people, one loop
+over diary days); the service calls it with one person (:func:`personalise_user`). Until a
+person has logged ``min_days_logged`` days (phases 1-14 and 15-30) the forecast is the
+population forecast unchanged; the posterior still learns from day 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+
+from migrainemamba.features import build_features
+from migrainemamba.features.triggers import TRIGGER_INDICATORS, trigger_indicators
+from migrainemamba.models.base import ForecastBatch
+from migrainemamba.models.bayes_logistic import (
+    Posterior,
+    Rows,
+    empirical_bayes,
+    fit_laplace,
+    online_update,
+    predictive_logit,
+    sigmoid,
+)
+
+log = logging.getLogger(__name__)
+
+LEVEL = "level"  # the person's own level (intercept) term
+META_FILE = "personal.json"
+OFFSET_DIR = "offset"
+LOGIT_CLIP = 1e-6
+
+# Optional "dynamic" terms (DESIGN.md §5: allowed where they help the person): how
+# strongly *this* person's onsets follow their prodrome symptoms or their own recent attack.
+EXTRA_TERMS: dict[str, pl.Expr] = {
+    "prodrome_yesterday": pl.col("prodrome_count_yesterday").fill_null(0) >= 1,
+    "prodrome_2plus_yesterday": pl.col("prodrome_count_yesterday").fill_null(0) >= 2,
+    "recent_attack": pl.col("days_since_last_attack").fill_null(99) <= 3,
+}
+
+
+class OffsetModel(Protocol):
+    """The population model under the personal one: forecast log-odds per feature row."""
+
+    def logit(self, features: pl.DataFrame) -> np.ndarray: ...
+
+
+@dataclass
+class PersonalConfig:
+    """Settings of the personal family; stored with every saved model (``personal.json``)."""
+
+    triggers: tuple[str, ...] = tuple(TRIGGER_INDICATORS)
+    extra_terms: tuple[str, ...] = ()
+    level: bool = True  # a personal level term on top of the offset's own (14-day) personal rate
+    refit_every_days: int = 7
+    min_days_logged: int = 30  # forecasts for days 1..30 stay the population's
+    moderated: bool = False  # plug-in posterior mean, or MacKay's moderated predictive
+    eb_max_iter: int = 60
+    init_prior_sd: float = 0.3
+    prior_var: dict[str, float] = field(default_factory=dict)  # estimated by fit()
+
+    def __post_init__(self) -> None:
+        self.triggers = tuple(self.triggers)
+        self.extra_terms = tuple(self.extra_terms)
+        unknown = sorted(set(self.triggers) - set(TRIGGER_INDICATORS))
+        if unknown:
+            raise ValueError(f"personal.triggers: unknown {unknown}; known: {sorted(TRIGGER_INDICATORS)}")
+        unknown = sorted(set(self.extra_terms) - set(EXTRA_TERMS))
+        if unknown:
+            raise ValueError(f"personal.extra_terms: unknown {unknown}; known: {sorted(EXTRA_TERMS)}")
+        if self.refit_every_days < 1:
+            raise ValueError(f"personal.refit_every_days must be >= 1, got {self.refit_every_days}")
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        return ((LEVEL,) if self.level else ()) + (*self.triggers, *self.extra_terms)
+
+
+def design(features: pl.DataFrame, config: PersonalConfig) -> np.ndarray:
+    """(rows, K) design: 1 for the level (if any), the trigger indicators, the extra terms."""
+    parts = [np.ones((features.height, 1))] if config.level else [np.empty((features.height, 0))]
+    if config.triggers:
+        parts.append(trigger_indicators(features, list(config.triggers)).to_numpy())
+    if config.extra_terms:
+        parts.append(
+            features.select([EXTRA_TERMS[t].fill_null(False).cast(pl.Float64).alias(t) for t in config.extra_terms]).to_numpy()
+        )
+    return np.hstack(parts).astype(np.float64)
+
+
+@dataclass
+class Diaries:
+    """Many people's calendar grids as flat rows sorted by (person, date), days contiguous.
+
+    ``t``: days since the person's first grid day; ``y``: onset (NaN where not scorable).
+    """
+
+    user_ids: list[str]
+    start: np.ndarray  # (U,) first flat row of each person
+    length: np.ndarray  # (U,) grid days
+    t: np.ndarray  # (n,)
+    group: np.ndarray  # (n,)
+    x: np.ndarray  # (n, K)
+    offset: np.ndarray  # (n,)
+    y: np.ndarray  # (n,)
+    days_logged_before: np.ndarray  # (n,)
+
+    @classmethod
+    def from_features(cls, features: pl.DataFrame, offset: np.ndarray, config: PersonalConfig) -> tuple[Diaries, np.ndarray]:
+        """From ``build_features`` rows (any order) and the offset model's log-odds per row.
+
+        Also returns ``order``: flat row i is ``features`` row ``order[i]``.
+        """
+        frame = features.select("user_id", "date", "onset", "days_logged_before").with_columns(
+            _offset=pl.Series(np.asarray(offset, float)), _i=pl.int_range(pl.len())
+        ).sort("user_id", "date")
+        order = frame["_i"].to_numpy()
+        users, group = np.unique(frame["user_id"].to_numpy(), return_inverse=True)
+        start = np.searchsorted(group, np.arange(len(users)))
+        length = np.bincount(group, minlength=len(users))
+        dates = frame["date"].cast(pl.Int32).to_numpy()
+        t = dates - dates[start][group]
+        if np.any(t != np.arange(len(t)) - start[group]):
+            raise ValueError("personal: each person's rows must be their contiguous calendar grid (build_features output)")
+        y = frame["onset"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        return cls(
+            user_ids=[str(u) for u in users],
+            start=start,
+            length=length,
+            t=t,
+            group=group,
+            x=design(features, config)[order],
+            offset=frame["_offset"].to_numpy(),
+            y=y,
+            days_logged_before=frame["days_logged_before"].to_numpy(),
+        ), order
+
+
+@dataclass
+class Prequential:
+    """Per flat row of :class:`Diaries`: the personal forecast log-odds made before the row's outcome."""
+
+    logit: np.ndarray
+    final: Posterior  # each person's state after their last row (refit + online updates)
+    refits: int
+    seconds: float
+
+
+def personalise(diaries: Diaries, prior_var: np.ndarray, config: PersonalConfig) -> Prequential:
+    """Prequential personal forecasts for every grid row of every person (vectorised over people).
+
+    For week w of each person's diary (days 7w..7w+6 since their first day): refit on their
+    labelled rows with t < 7w (warm start from the online state), then for each day forecast
+    from the current posterior and, if the day is labelled, update online.
+    """
+    started = time.perf_counter()
+    n_users, k = len(diaries.length), diaries.x.shape[1]
+    prior_mean = np.zeros(k)
+    state = Posterior.prior(n_users, prior_mean, prior_var)
+    logit = np.empty(len(diaries.t))
+    labelled = ~np.isnan(diaries.y)
+    step = config.refit_every_days
+    refits = 0
+    n_weeks = int(np.ceil(diaries.length.max(initial=0) / step))
+    for week in range(n_weeks):
+        active = np.flatnonzero(diaries.length > week * step)
+        if week > 0:
+            rows_mask = labelled & (diaries.t < week * step) & (diaries.length[diaries.group] > week * step)
+            local = np.full(n_users, -1)
+            local[active] = np.arange(len(active))
+            rows = Rows(
+                diaries.x[rows_mask], diaries.offset[rows_mask], diaries.y[rows_mask], local[diaries.group[rows_mask]], len(active)
+            )
+            state.put(active, fit_laplace(rows, prior_mean, prior_var, init=state.mean[active]))
+            refits += 1
+        for day in range(week * step, (week + 1) * step):
+            users = np.flatnonzero(diaries.length > day)
+            if len(users) == 0:
+                break
+            idx = diaries.start[users] + day
+            current = state.take(users)
+            logit[idx] = predictive_logit(current, diaries.x[idx], diaries.offset[idx], config.moderated)
+            has = labelled[idx]
+            if has.any():
+                upd = users[has]
+                state.put(upd, online_update(current.take(np.flatnonzero(has)), diaries.x[idx[has]], diaries.offset[idx[has]], diaries.y[idx[has]]))
+    # population forecast until the person has logged min_days_logged days
+    early = diaries.days_logged_before < config.min_days_logged
+    logit[early] = diaries.offset[early]
+    return Prequential(logit, state, refits, time.perf_counter() - started)
+
+
+def training_rows(diaries: Diaries) -> Rows:
+    labelled = ~np.isnan(diaries.y)
+    return Rows(diaries.x[labelled], diaries.offset[labelled], diaries.y[labelled], diaries.group[labelled], len(diaries.length))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), LOGIT_CLIP, 1 - LOGIT_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+class PersonalModel:
+    """The ``personal`` ForecastModel: population offset + per-person Bayesian trigger model."""
+
+    name = "personal"
+
+    def __init__(self, config: PersonalConfig, offset_model: OffsetModel, offset_dir: str | Path | None = None) -> None:
+        self.config = config
+        self.offset_model = offset_model
+        self.offset_dir = Path(offset_dir) if offset_dir is not None else None
+        self.eb_trace: list[float] = []
+
+    @property
+    def prior_var(self) -> np.ndarray:
+        if not self.config.prior_var:
+            raise RuntimeError("personal: the prior is not estimated; call fit() or PersonalModel.load()")
+        return np.array([self.config.prior_var[t] for t in self.config.terms])
+
+    def offset(self, features: pl.DataFrame) -> np.ndarray:
+        return np.asarray(self.offset_model.logit(features), dtype=float)
+
+    def fit(self, train: ForecastBatch, valid: ForecastBatch | None = None) -> None:
+        """Empirical Bayes on the training batch's labelled rows: the prior spread of every term."""
+        features = train.features().filter(pl.col("onset").is_not_null())
+        if features.height == 0:
+            raise ValueError("personal.fit: the training batch has no labelled rows")
+        users, group = np.unique(features["user_id"].to_numpy(), return_inverse=True)
+        rows = Rows(
+            design(features, self.config), self.offset(features), features["onset"].cast(pl.Float64).to_numpy(), group, len(users)
+        )
+        k = len(self.config.terms)
+        eb = empirical_bayes(rows, np.zeros(k), np.full(k, self.config.init_prior_sd**2), max_iter=self.config.eb_max_iter)
+        self.config.prior_var = {t: float(v) for t, v in zip(self.config.terms, eb.prior_var)}
+        self.eb_trace = eb.log_evidence
+        log.info("personal prior sd: %s", {t: round(float(np.sqrt(v)), 3) for t, v in self.config.prior_var.items()})
+
+    def history(self, batch: ForecastBatch) -> pl.DataFrame:
+        """Every grid row of the batch's people up to their targets: precomputed or built from the diary."""
+        wanted = batch.targets.select("user_id").unique()
+        if batch.precomputed is not None:
+            return batch.precomputed.join(wanted, on="user_id", how="semi")
+        return build_features(batch.users, batch.daily_logs, forecast_dates=batch.targets.select("user_id", "date"))
+
+    def forecast_rows(self, features: pl.DataFrame) -> tuple[pl.DataFrame, Prequential]:
+        """Prequential forecasts for every row of ``features`` (whole grids): user_id, date, logit, p."""
+        diaries, order = Diaries.from_features(features, self.offset(features), self.config)
+        result = personalise(diaries, self.prior_var, self.config)
+        frame = features.select("user_id", "date")[order].with_columns(
+            logit=pl.Series(result.logit), p=pl.Series(sigmoid(result.logit))
+        )
+        return frame, result
+
+    def predict(self, batch: ForecastBatch) -> np.ndarray:
+        frame, _ = self.forecast_rows(self.history(batch))
+        out = batch.targets.select("user_id", "date").join(frame, on=["user_id", "date"], how="left", maintain_order="left")
+        if out["p"].null_count():
+            raise ValueError("personal.predict: some targets have no feature row")
+        return out["p"].to_numpy()
+
+    # ---------------------------------------------------------- persistence
+
+    def save(self, directory: str | Path) -> Path:
+        """``personal.json`` (config with the estimated prior) and the offset model's folder in ``offset/``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.offset_dir is not None and self.offset_dir.resolve() != (out / OFFSET_DIR).resolve():
+            shutil.rmtree(out / OFFSET_DIR, ignore_errors=True)
+            shutil.copytree(self.offset_dir, out / OFFSET_DIR)
+        meta = {"config": asdict(self.config), "offset_family": "foundation", "eb_log_evidence": self.eb_trace}
+        (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PersonalModel:
+        from migrainemamba.models.foundation import FoundationModel
+
+        src = Path(directory)
+        if not (src / META_FILE).is_file():
+            raise FileNotFoundError(f"personal: {src} lacks {META_FILE}; run pipelines/personalize.py")
+        meta = json.loads((src / META_FILE).read_text())
+        model = cls(PersonalConfig(**meta["config"]), FoundationModel.load(src / OFFSET_DIR), src / OFFSET_DIR)
+        model.eb_trace = list(meta.get("eb_log_evidence", []))
+        return model
+
+
+def personalise_user(model: PersonalModel, users: pl.DataFrame, daily_logs: pl.DataFrame, dates: Sequence[Any]) -> np.ndarray:
+    """The service's call: one person's diary in, P(onset) for ``dates`` out (same code as the stage)."""
+    user_ids = users["user_id"].unique().to_list()
+    if len(user_ids) != 1:
+        raise ValueError(f"personalise_user: expected one user, got {len(user_ids)}")
+    targets = pl.DataFrame({"user_id": [user_ids[0]] * len(dates), "date": list(dates)}).with_columns(pl.col("date").cast(pl.Date))
+    return model.predict(ForecastBatch(users, daily_logs, targets))
+
+
+def config_from_dict(cfg: dict[str, Any]) -> PersonalConfig:
+    known = set(PersonalConfig.__dataclass_fields__)
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"personal config: unknown keys {unknown}; known: {sorted(known)}")
+    return PersonalConfig(**cfg)
+
+
+def offset_logit_from_probabilities(p: np.ndarray) -> np.ndarray:
+    """An offset from a model that gives probabilities only (e.g. the temporal model)."""
+    return _logit(p)

@@ -1,0 +1,241 @@
+"""The personalized model: Bayesian updates, prequential forecasts, trigger maps, the reference."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from migrainemamba.data.simulator import simulate_cohort
+from migrainemamba.evaluation.leakage import audit_leakage
+from migrainemamba.evaluation.trigger_recovery import recovery, top_ranked
+from migrainemamba.features import build_features
+from migrainemamba.models.base import ForecastBatch
+from migrainemamba.models.bayes_logistic import (
+    Rows,
+    empirical_bayes,
+    fit_laplace,
+    online_update,
+    predictive_logit,
+)
+from migrainemamba.models.personal import (
+    Diaries,
+    PersonalConfig,
+    PersonalModel,
+    personalise,
+    personalise_user,
+)
+from migrainemamba.models.prior import PriorLogistic
+from migrainemamba.models.trigger_map import ClassRule, MapRows, estimate_map_prior, trigger_maps
+from tests.conftest import simulator_config
+
+ONLINE_TOLERANCE = 5e-3  # |online - full refit| in log-odds after one new outcome (measured 1.8e-3 here)
+COV_RTOL = 0.05  # relative, covariance (measured 3%)
+
+
+def _rows(rng: np.random.Generator, n_users: int, n_days: int, truth: np.ndarray, base: float = -2.2) -> Rows:
+    k = len(truth[0])
+    x = np.hstack([np.ones((n_users * n_days, 1)), (rng.random((n_users * n_days, k - 1)) < 0.25).astype(float)])
+    group = np.repeat(np.arange(n_users), n_days)
+    offset = np.full(n_users * n_days, base)
+    p = 1 / (1 + np.exp(-(offset + np.einsum("rk,rk->r", x, truth[group]))))
+    return Rows(x, offset, (rng.random(len(p)) < p).astype(float), group, n_users)
+
+
+def test_online_update_equals_full_refit_within_tolerance():
+    rng = np.random.default_rng(0)
+    truth = np.array([[0.3, 0.8, 0.0, -0.4]])
+    rows = _rows(rng, 1, 180, truth)
+    prior_mean, prior_var = np.zeros(4), np.full(4, 0.25)
+    before = fit_laplace(rows.subset(np.arange(180) < 179), prior_mean, prior_var)
+    online = online_update(before, rows.x[-1:], rows.offset[-1:], rows.y[-1:])
+    full = fit_laplace(rows, prior_mean, prior_var)
+    assert np.max(np.abs(online.mean - full.mean)) < ONLINE_TOLERANCE
+    assert np.max(np.abs(online.cov - full.cov)) < COV_RTOL * np.max(np.abs(full.cov))
+    x_new = np.array([[1.0, 1.0, 0.0, 1.0]])
+    for moderated in (False, True):
+        gap = predictive_logit(online, x_new, np.array([-2.2]), moderated) - predictive_logit(full, x_new, np.array([-2.2]), moderated)
+        assert abs(gap[0]) < ONLINE_TOLERANCE
+
+
+def test_empirical_bayes_recovers_the_spread_of_person_effects():
+    rng = np.random.default_rng(1)
+    sd = np.array([0.5, 0.6, 0.05])
+    truth = rng.normal(0, sd, (400, 3))
+    rows = _rows(rng, 400, 300, truth)
+    eb = empirical_bayes(rows, np.zeros(3), np.full(3, 0.09))
+    est = np.sqrt(eb.prior_var)
+    assert abs(est[0] - 0.5) < 0.1 and abs(est[1] - 0.6) < 0.15
+    assert est[2] < 0.25  # no real spread: a small prior, not a large one
+    assert eb.log_evidence[-1] >= eb.log_evidence[0]
+
+
+def test_a_diary_contradicting_the_prior_moves_the_posterior_away_from_it():
+    """Prior: no deviation from the population. Diary: onsets follow exposure nearly always."""
+    n = 120
+    x = np.column_stack([np.ones(n), (np.arange(n) % 4 == 0).astype(float)])
+    y = x[:, 1].copy()  # an onset on every exposed day, none otherwise
+    rows = Rows(x, np.full(n, -2.5), y, np.zeros(n, int), 1)
+    post = fit_laplace(rows.subset(np.ones(n, bool)), np.zeros(2), np.array([0.1, 0.1]))
+    assert post.mean[0, 1] > 0.3  # the trigger deviation moved up, away from the prior's 0
+    exposed_day, other_day = predictive_logit(post, np.array([[1.0, 1.0], [1.0, 0.0]]), np.full(2, -2.5), False)
+    assert exposed_day > -2.5 + 0.3 and exposed_day - other_day > 0.3  # the forecast follows the diary
+    lo = post.mean[0, 1] - 1.96 * post.sd()[0, 1]
+    assert lo > 0
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cohort = simulate_cohort(simulator_config(n_users=60, n_days=90, seed=3))
+    features = build_features(cohort.users, cohort.daily_logs)
+    offset = PriorLogistic({"perimenstrual": 2.04, "heavy_alcohol": 2.08, "night_snack": 0.6})
+    offset.fit(ForecastBatch(cohort.users, cohort.daily_logs, features.filter(pl.col("scorable")).select("user_id", "date"), precomputed=features))
+    model = PersonalModel(PersonalConfig(), offset)
+    model.fit(ForecastBatch(cohort.users, cohort.daily_logs, features.filter(pl.col("scorable")).select("user_id", "date"), precomputed=features))
+    return cohort, features, model
+
+
+def test_forecasts_before_day_31_are_the_population_forecast(tiny):
+    _cohort, features, model = tiny
+    frame, _ = model.forecast_rows(features)
+    rows = features.select("user_id", "date", "days_logged_before").join(frame, on=["user_id", "date"])
+    early = rows.filter(pl.col("days_logged_before") < 30)
+    expected = model.offset(features.join(early.select("user_id", "date"), on=["user_id", "date"], how="semi", maintain_order="left"))
+    got = early.join(features.select("user_id", "date"), on=["user_id", "date"], maintain_order="right")["logit"].to_numpy()
+    assert early.height > 0
+    np.testing.assert_allclose(np.sort(got), np.sort(expected), atol=1e-12)
+    late = rows.filter(pl.col("days_logged_before") >= 30)
+    offset_late = model.offset(features.join(late.select("user_id", "date"), on=["user_id", "date"], how="semi", maintain_order="left"))
+    assert late.height > 0 and not np.allclose(np.sort(late["logit"].to_numpy()), np.sort(offset_late))
+
+
+def test_a_user_with_no_days_beyond_30_keeps_the_population_forecast(tiny):
+    cohort, _, model = tiny
+    user = cohort.users.head(1)
+    for logged, personal in ((29, False), (30, True)):
+        logs = cohort.daily_logs.filter(pl.col("user_id") == user["user_id"][0]).head(logged)
+        next_day = logs["date"].max() + timedelta(days=1)
+        p = personalise_user(model, user, logs, [next_day])
+        features = build_features(user, logs, forecast_dates=pl.DataFrame({"user_id": user["user_id"], "date": [next_day]}))
+        row = features.filter(pl.col("date") == next_day)
+        assert row["days_logged_before"][0] == logged
+        population = 1 / (1 + np.exp(-model.offset(row)))
+        if personal:  # the 31st logged day: the personal model serves
+            assert abs(p[0] - population[0]) > 1e-6
+        else:  # the 30th: still the population's forecast, exactly
+            np.testing.assert_allclose(p, population, atol=1e-12)
+
+
+def test_prequential_forecasts_do_not_see_the_future(tiny):
+    cohort, features, model = tiny
+    targets = features.filter(pl.col("scorable") & (pl.col("days_logged_before") >= 40)).select("user_id", "date")
+    result = audit_leakage(model, cohort.users, cohort.daily_logs, targets, n_samples=6, seed=1)
+    assert result.checked == 6 and not result.violations, result.violations
+
+
+def test_one_user_alone_gets_the_same_forecasts_as_in_the_cohort(tiny):
+    cohort, features, model = tiny
+    frame, _ = model.forecast_rows(features)
+    uid = features.filter(pl.col("days_logged_before") >= 45)["user_id"][0]
+    dates = features.filter((pl.col("user_id") == uid) & pl.col("scorable"))["date"].to_list()[-5:]
+    alone = personalise_user(model, cohort.users.filter(pl.col("user_id") == uid), cohort.daily_logs.filter(pl.col("user_id") == uid), dates)
+    in_cohort = frame.filter((pl.col("user_id") == uid) & pl.col("date").is_in(dates)).sort("date")["p"].to_numpy()
+    np.testing.assert_allclose(alone, in_cohort, atol=1e-9)
+
+
+def test_weekly_refit_then_online_updates_match_a_direct_fit(tiny):
+    """The state after the last row = the refit at the last week start + online updates, and it
+    is close to a full Laplace fit on every labelled row (the online tolerance, accumulated)."""
+    _, features, model = tiny
+    one = features.filter(pl.col("user_id") == features["user_id"][0])
+    diaries, _ = Diaries.from_features(one, model.offset(one), model.config)
+    result = personalise(diaries, model.prior_var, model.config)
+    labelled = ~np.isnan(diaries.y)
+    rows = Rows(diaries.x[labelled], diaries.offset[labelled], diaries.y[labelled], diaries.group[labelled], 1)
+    full = fit_laplace(rows, np.zeros(len(model.prior_var)), model.prior_var)
+    assert np.max(np.abs(result.final.mean - full.mean)) < 7 * ONLINE_TOLERANCE
+
+
+def _one_trigger_cohort(trigger: str, log_or: float):
+    base = simulator_config(n_users=300, n_days=120, seed=5)
+    triggers = tuple(
+        t.__class__(**{**t.__dict__, "prevalence": 0.5 if t.name == trigger else 0.0, "log_or": log_or if t.name == trigger else t.log_or, "sd": 0.05})
+        for t in base.triggers
+    )
+    diary = {**base.diary, "retained_at_day_90": 0.97}
+    return simulate_cohort(base.__class__(**{**base.__dict__, "triggers": triggers, "diary": diary}))
+
+
+def test_one_strong_trigger_is_ranked_first_after_90_days():
+    cohort = _one_trigger_cohort("stress_letdown", 1.6)
+    features = build_features(cohort.users, cohort.daily_logs)
+    rows = MapRows.build(features, cohort.daily_logs)
+    prior = estimate_map_prior(rows.upto(90))
+    logged = dict(features.group_by("user_id").agg(pl.col("logged").sum()).iter_rows())
+    maps = trigger_maps(rows, prior, (90,), ClassRule(), logged)
+    sensitive = cohort.truth_users.filter(pl.col("stress_letdown_sensitive"))["user_id"].to_list()
+    ranked = [u for u in sensitive if u in set(maps["user_id"].to_list())]
+    assert len(ranked) > 30
+    first = np.mean([top_ranked(maps, u, 90) == "stress_letdown" for u in ranked])
+    assert first > 0.8, first
+    rec = recovery(maps, cohort.truth_users).filter(pl.col("method") == "personal")
+    assert rec["spearman"][0] > 0.3
+
+
+def test_n_of_1_map_counts_the_evidence():
+    d0 = date(2025, 1, 6)
+    days = 40
+    users = pl.DataFrame({"user_id": ["a"]})
+    exposed = np.arange(days) % 5 == 0
+    features = pl.DataFrame(
+        {
+            "user_id": ["a"] * days,
+            "date": [d0 + timedelta(days=i) for i in range(days)],
+            "onset": exposed & (np.arange(days) % 10 == 0),
+            "days_logged_before": np.arange(days, dtype=float),
+            "personal_baseline_rate": [0.05] * days,
+            "stress_change_yesterday": np.where(exposed, -4.0, 0.0),
+        }
+    )
+    for col in ("perimenstrual", "stress_yesterday", "heavy_drinking_yesterday", "sleep_deviation_hours", "sleep_quality_good",
+                "caffeine_habit", "caffeine_yesterday_minus_habit", "snack_yesterday", "pressure_change_48h"):
+        features = features.with_columns(pl.lit(None, dtype=pl.Float64).alias(col))
+    logs = pl.DataFrame({"user_id": ["a"] * days, "date": features["date"], "caffeine_drinks": [0] * days, "skipped_meals": [0] * days,
+                         "bright_light_exposure": [False] * days, "water_glasses": [8] * days})
+    rows = MapRows.build(features, logs)
+    from migrainemamba.models.trigger_map import n_of_1_map
+
+    m = n_of_1_map(rows, 40, ClassRule(z=1.96)).filter(pl.col("trigger") == "stress_letdown")
+    assert m["n_exposed"][0] == 8 and m["n_onsets_exposed"][0] == 4
+    # 4/8 onsets when exposed vs 0/32 otherwise: a clear trigger even for N-of-1
+    assert m["class"][0] == "trigger" and m["lo"][0] > 0
+    assert users.height == 1
+
+
+def test_diary_bayes_reference_is_the_oracle_when_it_knows_the_sensitivities():
+    from migrainemamba.data.simulator.cohort import simulate_internals
+    from migrainemamba.evaluation.diary_bayes import ReferenceInputs, _filter, diary_bayes_reference
+
+    cfg = simulator_config(n_users=30, n_days=60, seed=9)
+    sim = simulate_internals(cfg)
+    people = np.arange(8)
+    known = [t.name for t in cfg.triggers if t.timing == "known"]
+    same = [t.name for t in cfg.triggers if t.timing == "same_day"]
+    true = ReferenceInputs(
+        people,
+        sim.inputs.alpha[people],
+        sum(sim.log_or[k][people][:, None] * sim.expo.indicators[k][people] for k in known),
+        np.stack([sim.log_or[k][people] for k in same], axis=1),
+    )
+    forecast, _, _ = _filter(sim, true, np.ones(true.known_lp.shape, bool), 1)
+    eligible = sim.history.eligible[people]  # the oracle forecasts only days an attack may start
+    np.testing.assert_allclose(forecast[eligible], sim.history.p_oracle[people][eligible], atol=1e-12)
+    # with sensitivities drawn from the prior, a proper forecast that tracks the oracle
+    cohort = simulate_cohort(cfg)
+    ref = diary_bayes_reference(cfg, sim, ["u00000", "u00001"], cohort.truth_days.select("user_id", "date", "logged"), n_draws=64)
+    joined = ref.join(cohort.truth_days, on=["user_id", "date"]).drop_nulls("p_oracle")
+    assert joined.height > 50 and joined["p_reference"].is_between(0, 1).all()
+    assert joined.select(pl.corr("p_reference", "p_oracle")).item() > 0.8
+    assert (joined["ess"] <= 64 + 1e-9).all() and (joined["ess"] >= 1).all()
