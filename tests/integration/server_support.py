@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from migrainemamba.service.settings import without_service_settings
 
@@ -91,15 +92,29 @@ def wait_for(server: Server, path: str, timeout: float = 90.0) -> float:
 
 
 def stop_server(server: Server, kill: bool = False) -> None:
-    """SIGTERM (or SIGKILL) to the server's own process group, by its PID."""
+    """SIGTERM (or SIGKILL) to the server's own process group, by its PID, then to its workers.
+
+    BentoML's workers run in sessions of their own: a SIGKILL to the server's group leaves them
+    running (orphaned, still holding the port), so they are found before and stopped by PID.
+    """
     if server.proc.poll() is not None:
         return
+    try:
+        workers = psutil.Process(server.proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
     os.killpg(server.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
     try:
         server.proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(server.proc.pid, signal.SIGKILL)
         server.proc.wait(timeout=10)
+    for worker in workers:
+        try:
+            worker.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(workers, timeout=10)
 
 
 @contextmanager

@@ -204,14 +204,24 @@ def server(packaged, work) -> Iterator[dict[str, Any]]:
 
 
 def _stop(proc: subprocess.Popen) -> None:
+    """The server's process group (start_new_session), then its workers by PID (own sessions)."""
+    import psutil
+
     if proc.poll() is not None:
         return
-    os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (start_new_session)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+    for worker in workers:
+        try:
+            worker.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(workers, timeout=10)
 
 
 # --------------------------------------------------------------- packaging
