@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import polars as pl
 
+from migrainemamba.features.triggers import TRIGGER_INDICATORS
+
 # D's own day fields that the map may use (joined from the diary row of D)
 SAME_DAY_FIELDS: tuple[str, ...] = ("caffeine_drinks", "skipped_meals", "bright_light_exposure", "water_glasses")
 _SAME = "_same_"
 
+# Defined once in features.triggers where the forecast-time indicator is the same; only the
+# indicators that read D's own day fields (or a stricter habit) are defined here.
 RETROSPECTIVE_TRIGGERS: dict[str, pl.Expr] = {
-    "perimenstrual": pl.col("perimenstrual") >= 1,
-    "stress_letdown": pl.col("stress_change_yesterday") <= -3,
-    "high_stress": pl.col("stress_yesterday") >= 8,
-    "heavy_alcohol": pl.col("heavy_drinking_yesterday") >= 1,
-    "sleep_deficit": pl.col("sleep_deviation_hours") <= -1.5,
-    "poor_sleep_quality": pl.col("sleep_quality_good") == 0,
+    **{name: TRIGGER_INDICATORS[name] for name in (
+        "perimenstrual", "stress_letdown", "high_stress", "heavy_alcohol", "sleep_deficit", "poor_sleep_quality",
+    )},
     "caffeine_high": pl.col(f"{_SAME}caffeine_drinks") >= 3,
     "caffeine_withdrawal": (pl.col("caffeine_habit") >= 1.5) & (pl.col("caffeine_yesterday_minus_habit") <= -2),
     "fasting": pl.col(f"{_SAME}skipped_meals") >= 1,
-    "night_snack": pl.col("snack_yesterday") >= 1,
-    "pressure_drop": pl.col("pressure_change_48h") <= -5,
+    "night_snack": TRIGGER_INDICATORS["night_snack"],
+    "pressure_drop": TRIGGER_INDICATORS["pressure_drop"],
     "bright_light": pl.col(f"{_SAME}bright_light_exposure"),
     "dehydration": pl.col(f"{_SAME}water_glasses") <= 3,
 }

@@ -6,6 +6,7 @@ Exit codes and logging set-up are the entry point's (``migrainemamba.pipeline.ru
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +26,11 @@ def tracked(cfg: DictConfig, stage: str, params: Mapping[str, Any]) -> Iterator[
         return
     with stage_run(stage, params, cfg.tracking.uri) as run:
         yield run
+
+
+def seconds_since(started: float) -> float:
+    """Wall seconds since ``time.perf_counter()`` read ``started``, for a stage's timings."""
+    return round(time.perf_counter() - started, 1)
 
 
 def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -37,13 +37,9 @@ from migrainemamba.models.temporal_training import (
     trainer_config,
 )
 from migrainemamba.pipeline import write_json
-from migrainemamba.stages.common import finish, tracked
+from migrainemamba.stages.common import finish, seconds_since, tracked
 
 log = logging.getLogger(__name__)
-
-
-def _seconds(started: float) -> float:
-    return round(time.perf_counter() - started, 1)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -54,7 +50,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     train_cfg = TrainConfig.from_dict(to_dict(pc.train))
     torch.set_num_threads(train_cfg.num_threads)
     data = load_stage_data(cfg)
-    loaded = _seconds(started)
+    loaded = seconds_since(started)
     out = resolve_path(pc.model_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_rows, val_rows = data.rows("train"), data.rows("valid")
@@ -93,7 +89,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "epochs": summary["epochs"],
             "steps": summary["steps"],
             "data_seconds": loaded,
-            "seconds": _seconds(started),
+            "seconds": seconds_since(started),
         }
         finish(cfg, "pretrain", metrics, run)
         if run is not None:

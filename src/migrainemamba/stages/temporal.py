@@ -30,13 +30,9 @@ from migrainemamba.models.temporal_training import (
     load_stage_data,
     register,
 )
-from migrainemamba.stages.common import finish, tracked
+from migrainemamba.stages.common import finish, seconds_since, tracked
 
 log = logging.getLogger(__name__)
-
-
-def _seconds(started: float) -> float:
-    return round(time.perf_counter() - started, 1)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -52,7 +48,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         data.offset_model, data.offset = foundation_offset(cfg, data)
     elif tc.offset not in (None, "none"):
         raise ValueError(f"temporal.offset must be 'foundation' or 'none', got {tc.offset!r}")
-    timings: dict[str, float] = {"data_seconds": _seconds(started)}
+    timings: dict[str, float] = {"data_seconds": seconds_since(started)}
     train_rows = data.rows("train", scorable=True)
     model_dir, gru_dir = resolve_path(tc.model_dir), resolve_path(tc.gru_dir)
     params = {"temporal": to_dict(tc), "pretrained_model": pre_cfg.to_dict(), "split": to_dict(cfg.split)}
@@ -65,20 +61,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             encoder_lr_scale=float(tc.encoder_lr_scale),
         )
         temporal.save(model_dir)
-        timings["temporal_seconds"] = _seconds(t)
+        timings["temporal_seconds"] = seconds_since(t)
         # the GRU baseline: the same reading of the diary, head, losses, early stopping; no pretraining
         t = time.perf_counter()
         gru_cfg = SequenceModelConfig.from_dict(model_cfg.to_dict() | {"encoder": "gru", "gru_hidden": 0} | to_dict(tc.gru.model))
         gru = fit_sequence_model("gru", gru_cfg, TrainConfig.from_dict(to_dict(tc.train) | to_dict(tc.gru.train)), data, train_rows, None, cfg, run, "gru")
         gru.save(gru_dir)
-        timings["gru_seconds"] = _seconds(t)
+        timings["gru_seconds"] = seconds_since(t)
         metrics["temporal"], metrics["gru"] = fit_summary(temporal), fit_summary(gru)
         if run is not None:
             t = time.perf_counter()
             info = register(model_dir, str(tc.registered_model_name))
             log.info("registered %r version %s", str(tc.registered_model_name), info.registered_model_version)
-            timings["register_seconds"] = _seconds(t)
-        timings["seconds"] = _seconds(started)
+            timings["register_seconds"] = seconds_since(t)
+        timings["seconds"] = seconds_since(started)
         metrics |= timings
         finish(cfg, "temporal", metrics, run)
     return metrics

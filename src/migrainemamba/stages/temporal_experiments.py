@@ -34,15 +34,11 @@ from migrainemamba.models.temporal_training import (
     load_stage_data,
 )
 from migrainemamba.pipeline import write_json
-from migrainemamba.stages.common import finish, tracked
+from migrainemamba.stages.common import finish, seconds_since, tracked
 
 log = logging.getLogger(__name__)
 
 STAGE = "temporal_experiments"
-
-
-def _seconds(started: float) -> float:
-    return round(time.perf_counter() - started, 1)
 
 
 def _valid_loss(model: Any, data: Any) -> float:
@@ -80,7 +76,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             variant.save(out / str(tc.variant.name))
             name = f"variant_{tc.variant.name}"
             metrics[f"{name}_valid_logloss"] = round(_valid_loss(variant, data), 5)
-            metrics[f"{name}_seconds"] = _seconds(t)
+            metrics[f"{name}_seconds"] = seconds_since(t)
             write_json(out / f"{name}.json", fit_summary(variant))
         if tc.label_efficiency.enabled:
             t = time.perf_counter()
@@ -91,10 +87,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 for fraction, result in by_fraction.items():
                     diff = result["pretrained_minus_scratch"]
                     metrics[f"pretrained_minus_scratch_brier_skill_{offset}_{fraction}"] = diff["brier_skill"]
-            metrics["label_efficiency_seconds"] = _seconds(t)
+            metrics["label_efficiency_seconds"] = seconds_since(t)
             if run is not None:
                 mlflow.log_artifact(str(figure), "figures")
                 mlflow.log_dict(results, "label_efficiency.json")
-        metrics["seconds"] = _seconds(started)
+        metrics["seconds"] = seconds_since(started)
         finish(cfg, STAGE, metrics, run)
     return metrics
