@@ -266,7 +266,7 @@ outcome reported on {{ d.adherence.outcome_reported_days }} days, longest gap {{
 
 <h2>Forecast accuracy</h2>
 {% if d.accuracy and d.accuracy.n_scored %}<p>{{ d.accuracy.n_scored }} scored forecasts of {{ d.accuracy.n_predictions }}: accuracy {{ fmt(d.accuracy.accuracy, 2) }},
-Brier score {{ fmt(d.accuracy.brier_score, 3) }}, mean forecast {{ fmt(d.accuracy.mean_probability, 3) }} vs observed onset rate {{ fmt(d.accuracy.observed_onset_rate, 3) }}.</p>
+Brier score {{ fmt(d.accuracy.brier_score, 3) }} (skill against the patient's own onset rate {{ fmt(d.accuracy.brier_skill, 2) }}), mean forecast {{ fmt(d.accuracy.mean_probability, 3) }} vs observed onset rate {{ fmt(d.accuracy.observed_onset_rate, 3) }}. {{ d.accuracy.statement }}</p>
 {% else %}<p>No scored forecast in this period.</p>{% endif %}
 </body></html>
 """
@@ -454,8 +454,9 @@ def render_pdf(data: ReportData) -> bytes:
         story.append(
             para(
                 f"{acc['n_scored']} scored forecasts of {acc['n_predictions']}: accuracy {_fmt(acc['accuracy'], 2)}, Brier score "
-                f"{_fmt(acc['brier_score'], 3)}, mean forecast {_fmt(acc['mean_probability'], 3)} vs observed onset rate "
-                f"{_fmt(acc['observed_onset_rate'], 3)}."
+                f"{_fmt(acc['brier_score'], 3)} (skill against the patient's own onset rate {_fmt(acc.get('brier_skill'), 2)}), "
+                f"mean forecast {_fmt(acc['mean_probability'], 3)} vs observed onset rate "
+                f"{_fmt(acc['observed_onset_rate'], 3)}. {acc.get('statement', '')}"
             )
         )
     else:

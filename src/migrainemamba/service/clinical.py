@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 from migrainemamba.clinical.overuse import check_overuse
@@ -117,20 +116,11 @@ def _trigger_items(insight: dict[str, Any]) -> list[TriggerItem]:
     return items
 
 
-def _accuracy(session: Session, user_id: str, start: date, end: date) -> dict[str, Any]:
+def _accuracy(session: Session, user_id: str, start: date, end: date, settings: Settings) -> dict[str, Any]:
+    """The track record of the forecasts of ``start..end`` (``insights.track_record``, as the
+    accuracy route), with the number of stored forecasts."""
     rows = crud.list_predictions(session, user_id, start, end)
-    scored = [p for p in rows if p.actual_onset is not None]
-    probs = np.array([p.probability for p in scored], dtype=float)
-    onsets = np.array([bool(p.actual_onset) for p in scored], dtype=float)
-    n_correct = sum(bool(p.was_correct) for p in scored)
-    return {
-        "n_predictions": len(rows),
-        "n_scored": len(scored),
-        "accuracy": n_correct / len(scored) if scored else None,
-        "brier_score": float(np.mean((probs - onsets) ** 2)) if scored else None,
-        "mean_probability": float(probs.mean()) if scored else None,
-        "observed_onset_rate": float(onsets.mean()) if scored else None,
-    }
+    return {"n_predictions": len(rows), **service_insights.track_record_of(rows, settings, end)}
 
 
 def report_for(
@@ -185,7 +175,7 @@ def report_for(
         today,
         _trigger_items(insight),
         source,
-        _accuracy(session, user.user_id, start, end),
+        _accuracy(session, user.user_id, start, end, settings),
     )
 
 

@@ -28,6 +28,7 @@ import polars as pl
 from migrainemamba.data.schema import SYMPTOMS
 from migrainemamba.features import build_features, phase_of
 from migrainemamba.features.triggers import GROUP_NAMES, TRIGGER_GROUP, trigger_indicators
+from migrainemamba.insights.track_record import Thresholds, scored_days, track_record
 from migrainemamba.service.explanations import (
     BASIS_DIARY,
     BASIS_FORECAST,
@@ -37,6 +38,7 @@ from migrainemamba.service.explanations import (
     plural,
 )
 from migrainemamba.service.forecasting import TOP_TRIGGERS, Forecast, Forecaster
+from migrainemamba.service.settings import Settings
 
 MIN_DAYS_PRESENT = 3  # a diary trigger needs this many scorable days with it to be ranked
 
@@ -73,6 +75,15 @@ def relative_risk(k_with: int, n_with: int, k_without: int, n_without: int) -> f
     if not n_with or not n_without:
         return None
     return round(((k_with + 0.5) / (n_with + 1)) / ((k_without + 0.5) / (n_without + 1)), 3)
+
+
+def thresholds(settings: Settings) -> Thresholds:
+    return Thresholds(settings.low_risk_threshold, settings.moderate_risk_threshold, settings.high_risk_threshold)
+
+
+def track_record_of(predictions: Sequence[Any], settings: Settings, today: date) -> dict[str, Any]:
+    """The track record (``insights.track_record``) of stored forecasts at the service's thresholds."""
+    return track_record(scored_days(predictions), thresholds(settings), today)
 
 
 # --------------------------------------------------------------- triggers

@@ -40,6 +40,7 @@ from migrainemamba.data.schema import (
     Column,
 )
 from migrainemamba.service.models_db import ALLOWED_VALUES, STRING_LENGTHS
+from migrainemamba.service.schemas_insights import TrackRecord
 
 Mode = Literal["required", "partial", "response"]
 
@@ -366,17 +367,11 @@ class ModelAccuracy(BaseModel):
     accuracy: float | None
 
 
-class AccuracyOut(BaseModel):
+class AccuracyOut(TrackRecord):
+    """The forecast track record (``insights.track_record``) plus the stored-forecast counts."""
+
     user_id: str
     n_predictions: int
-    n_scored: int = Field(description="predictions whose day has a scorable outcome (onset known)")
-    n_correct: int
-    accuracy: float | None = Field(
-        description="n_correct / n_scored; null before the first scored day"
-    )
-    brier_score: float | None = Field(description="mean (probability - onset)^2 over scored days")
-    mean_probability: float | None
-    observed_onset_rate: float | None
     decision_threshold: float = Field(description="a forecast 'says attack' at probability >= this")
     by_model: list[ModelAccuracy]
 

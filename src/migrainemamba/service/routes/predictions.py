@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Query, Response
 
 from migrainemamba.service import crud
 from migrainemamba.service.db import SessionDep, begin_writer
 from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep, authorize
 from migrainemamba.service.forecasting import logs_frame, users_frame
-from migrainemamba.service.insights import forecast_recommendations
+from migrainemamba.service.insights import forecast_recommendations, track_record_of
 from migrainemamba.service.models_db import Prediction
 from migrainemamba.service.schemas import (
     AccuracyOut,
@@ -43,36 +42,34 @@ def history(
 
 
 @router.get("/accuracy/{user_id}", response_model=AccuracyOut)
-def accuracy(user: OwnedUser, session: SessionDep, settings: SettingsDep) -> AccuracyOut:
-    """How the stored forecasts did on the days whose onset is known (scorable days)."""
+def accuracy(
+    user: OwnedUser, session: SessionDep, settings: SettingsDep, today: TodayDep
+) -> AccuracyOut:
+    """Your forecasts' track record on the days whose onset is known (``insights.track_record``):
+    Brier score and skill against your own onset rate, calibration by risk band, hits and misses
+    at the risk thresholds, the trend over weeks, and a plain statement when too few days."""
     rows = crud.list_predictions(session, user.user_id)
-    scored = [p for p in rows if p.actual_onset is not None]
-    probs = np.array([p.probability for p in scored], dtype=float)
-    onsets = np.array([bool(p.actual_onset) for p in scored], dtype=float)
-    n_correct = sum(bool(p.was_correct) for p in scored)
-    by_model: dict[tuple[str, str], list[bool]] = {}
-    for p in scored:
-        by_model.setdefault((p.model_name, p.model_version), []).append(bool(p.was_correct))
+    record = track_record_of(rows, settings, today)
+    by_model: dict[tuple[str, str], list[Prediction]] = {}
+    for p in rows:
+        if p.actual_onset is not None:
+            by_model.setdefault((p.model_name, p.model_version), []).append(p)
+    per_model = {k: track_record_of(v, settings, today) for k, v in sorted(by_model.items())}
     return AccuracyOut(
         user_id=user.user_id,
         n_predictions=len(rows),
-        n_scored=len(scored),
-        n_correct=n_correct,
-        accuracy=round(n_correct / len(scored), 4) if scored else None,
-        brier_score=round(float(np.mean((probs - onsets) ** 2)), 6) if scored else None,
-        mean_probability=round(float(probs.mean()), 6) if scored else None,
-        observed_onset_rate=round(float(onsets.mean()), 6) if scored else None,
         decision_threshold=settings.moderate_risk_threshold,
         by_model=[
             ModelAccuracy(
                 model_name=name,
                 model_version=version,
-                n_scored=len(v),
-                n_correct=sum(v),
-                accuracy=round(sum(v) / len(v), 4),
+                n_scored=r["n_scored"],
+                n_correct=r["n_correct"],
+                accuracy=r["accuracy"],
             )
-            for (name, version), v in sorted(by_model.items())
+            for (name, version), r in per_model.items()
         ],
+        **record,
     )
 
 
