@@ -28,6 +28,7 @@ import polars as pl
 from migrainemamba.data.schema import SYMPTOMS
 from migrainemamba.features import build_features, phase_of
 from migrainemamba.features.triggers import GROUP_NAMES, TRIGGER_GROUP, trigger_indicators
+from migrainemamba.insights.patterns import discover
 from migrainemamba.insights.track_record import Thresholds, scored_days, track_record
 from migrainemamba.service.explanations import (
     BASIS_DIARY,
@@ -84,6 +85,18 @@ def thresholds(settings: Settings) -> Thresholds:
 def track_record_of(predictions: Sequence[Any], settings: Settings, today: date) -> dict[str, Any]:
     """The track record (``insights.track_record``) of stored forecasts at the service's thresholds."""
     return track_record(scored_days(predictions), thresholds(settings), today)
+
+
+def patterns(users: pl.DataFrame, logs: pl.DataFrame, today: date) -> dict[str, Any]:
+    """The person's discovered patterns over their diary up to today (``insights.patterns``)."""
+    diary = logs.filter(pl.col("date") <= today)
+    features = build_features(users, diary) if diary.height else None
+    if features is None or features.is_empty():
+        features = pl.DataFrame(schema={"date": pl.Date, "onset": pl.Boolean})
+    return {
+        "user_id": users["user_id"][0],
+        **discover(features, diary, bool(users["has_menstrual_cycle"][0])),
+    }
 
 
 # --------------------------------------------------------------- triggers

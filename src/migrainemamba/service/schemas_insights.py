@@ -67,7 +67,7 @@ class PatternOut(BaseModel):
     key: str
     description: str
     odds_ratio: float
-    interval: list[float] = Field(description="[low, high] of the odds ratio, FCR-adjusted (see fdr_method)")
+    interval: list[float | None] = Field(description="[low, high] of the odds ratio, FCR-adjusted (see fdr_method)")
     interval_level: float
     rate_with: float | None
     rate_without: float | None

@@ -12,6 +12,7 @@ from migrainemamba.service.db import SessionDep
 from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep
 from migrainemamba.service.forecasting import logs_frame, users_frame
 from migrainemamba.service.schemas import RecommendationsOut, TriggersOut, WeeklyStatsOut
+from migrainemamba.service.schemas_insights import PatternsOut
 
 router = APIRouter(prefix="/insights", tags=["insights"])
 
@@ -63,3 +64,12 @@ def recommendations(
         based_on=insight["top_triggers"],
         recommendations=compute.recommendations(insight, recent, forecaster.clinical_prior()),
     )
+
+
+@router.get("/patterns/{user_id}", response_model=PatternsOut)
+def patterns(user: OwnedUser, session: SessionDep, today: TodayDep) -> PatternsOut:
+    """Patterns in your diary (weekday, cycle phase, earlier exposures, pairs, streaks) that hold
+    after allowing for the number tried (Benjamini-Hochberg, ``insights.patterns``); a plain
+    statement when there is too little data."""
+    logs = logs_frame(crud.all_logs(session, user.user_id, end=today))
+    return PatternsOut.model_validate(compute.patterns(users_frame(user), logs, today))
