@@ -39,6 +39,7 @@ PRODROME_FEATURES = ("prodrome_count_yesterday", "prodrome_count_2_days_ago")
 
 BASIS_FORECAST = "your forecast"
 BASIS_DIARY = "your diary"
+BASIS_WHAT_IF = "your forecast, what if"
 BASIS_PRIOR = "clinical prior (not yet your own data)"
 
 

@@ -131,6 +131,9 @@ class Forecast:
     top_triggers: list[dict[str, Any]] = field(default_factory=list)
     inputs_fingerprint: str = ""
     history_days: int = 0  # diary days before the forecast day
+    # every habit group the explanation may name (``explanations.fitting``), largest first: the
+    # contributions the top triggers and the what-if recommendations are read from
+    contributions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def confidence(row: Mapping[str, Any], has_menstrual_cycle: bool) -> float:
@@ -147,8 +150,8 @@ def confidence(row: Mapping[str, Any], has_menstrual_cycle: bool) -> float:
     return round(float(np.clip(0.5 * history + 0.25 * recent + 0.25 * known, 0.0, 1.0)), 3)
 
 
-def _triggers(explanation: list[dict[str, Any]], present: set[str], k: int) -> list[dict[str, Any]]:
-    """The ``k`` largest risk-raising habit groups of one explanation that fit the person."""
+def _triggers(fitting_items: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """The ``k`` largest of one explanation's items that fit the person (``explanations.fitting``)."""
     return [
         {
             "group": e["group"],
@@ -156,7 +159,7 @@ def _triggers(explanation: list[dict[str, Any]], present: set[str], k: int) -> l
             "log_odds": round(float(e["log_odds"]), 4),
             "odds_multiplier": round(float(np.exp(e["log_odds"])), 4),
         }
-        for e in fitting(explanation, present - NOT_TRIGGERS)[:k]
+        for e in fitting_items[:k]
     ]
 
 
@@ -226,8 +229,8 @@ class Forecaster:
             )
         has_cycle = bool(users["has_menstrual_cycle"][0])
         present = present_groups(batch.features().head(1), has_cycle)[0]
-        triggers = (
-            _triggers(route.model.explain(batch, top_k=None)[0], present, TOP_TRIGGERS)  # type: ignore[attr-defined]
+        contributions = (
+            fitting(route.model.explain(batch, top_k=None)[0], present - NOT_TRIGGERS)  # type: ignore[attr-defined]
             if route.explains
             else []
         )
@@ -240,7 +243,8 @@ class Forecaster:
             confidence=confidence(row, bool(users["has_menstrual_cycle"][0])),
             model_name=route.model_name,
             model_version=route.model_version,
-            top_triggers=triggers,
+            top_triggers=_triggers(contributions, TOP_TRIGGERS),
+            contributions=contributions,
             inputs_fingerprint=inputs_fingerprint or self.inputs_fingerprint(users, logs, day),
             history_days=int(row.get("days_logged_before") or 0),
         )

@@ -9,8 +9,10 @@
   base rate) contributes nothing to (1); (2) always works.
 - **Weekly stats** (:func:`weekly_stats`): the diary of the 7 days ending today
   and of the 7 days before, plus the stored forecasts of those days.
-- **Recommendations** (:func:`recommendations`): at most three, one per top
-  trigger group, with the number that makes it personal; stored forecasts carry
+- **Recommendations** (:func:`recommendations`): at most three, one per habit
+  group: first the what-ifs (``service.what_if``: the model's counterfactual
+  forecast for tomorrow with the habit changed), then the top trigger groups,
+  each with the number that makes it personal; stored forecasts carry
   the same, derived from their own top triggers (:func:`forecast_recommendations`).
   What may be named follows one rule (``service.explanations``); a person with
   no diary day before today gets the labelled clinical prior on every route.
@@ -33,6 +35,7 @@ from migrainemamba.insights.track_record import Thresholds, scored_days, track_r
 from migrainemamba.service.explanations import (
     BASIS_DIARY,
     BASIS_FORECAST,
+    BASIS_WHAT_IF,
     MAX_RECOMMENDATIONS,
     MIN_ODDS_MULTIPLIER,
     clinical_prior_recommendations,
@@ -343,18 +346,34 @@ def new_user_recommendations(
 
 
 def recommendations(
-    insight: dict[str, Any], days_logged_14: int, prior: dict[str, float]
+    insight: dict[str, Any],
+    days_logged_14: int,
+    prior: dict[str, float],
+    what_ifs: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """At most ``MAX_RECOMMENDATIONS``, one per top trigger group, with the user's own numbers."""
+    """At most ``MAX_RECOMMENDATIONS``, one per habit group, with the user's own numbers: the
+    what-ifs first (the model's counterfactual forecasts, ``service.what_if``), then the top
+    trigger groups of the model's explanations and the diary."""
     if insight["history_days"] == 0:
         return new_user_recommendations(prior, insight["has_menstrual_cycle"], days_logged_14)
+    out: list[dict[str, Any]] = [
+        {
+            "group": w["group"],
+            "name": w["name"],
+            "priority": i,
+            "basis": BASIS_WHAT_IF,
+            "action": ACTIONS[w["group"]],
+            "evidence": w["sentence"],
+        }
+        for i, w in enumerate(what_ifs[:MAX_RECOMMENDATIONS], start=1)
+    ]
     model_by_group = {t["group"]: t for t in insight["model_triggers"]}
     diary_by_group: dict[str, dict[str, Any]] = {}
     for t in insight["diary_triggers"]:
         diary_by_group.setdefault(t["group"], t)
-    out = []
+    named = {r["group"] for r in out}
     for group in insight["top_triggers"]:
-        if group not in ACTIONS or len(out) == MAX_RECOMMENDATIONS:
+        if group not in ACTIONS or group in named or len(out) == MAX_RECOMMENDATIONS:
             continue
         evidence = [_evidence_model(model_by_group[group])] if group in model_by_group else []
         if group in diary_by_group and (diary_by_group[group]["relative_risk"] or 0) > 1:

@@ -40,7 +40,7 @@ from migrainemamba.data.schema import (
     Column,
 )
 from migrainemamba.service.models_db import ALLOWED_VALUES, STRING_LENGTHS
-from migrainemamba.service.schemas_insights import TrackRecord
+from migrainemamba.service.schemas_insights import TrackRecord, WhatIfSet
 
 Mode = Literal["required", "partial", "response"]
 
@@ -315,7 +315,7 @@ class RecommendationOut(BaseModel):
     priority: int = Field(description="1 = most important")
     basis: str = Field(
         "your forecast",
-        description="what it rests on: 'your forecast', 'your diary' or 'clinical prior (not yet your own data)'",
+        description="what it rests on: 'your forecast, what if' (the model's counterfactual forecast), 'your forecast', 'your diary' or 'clinical prior (not yet your own data)'",
     )
     action: str
     evidence: str
@@ -448,6 +448,9 @@ class RecommendationsOut(BaseModel):
     user_id: str
     based_on: list[str]
     recommendations: list[RecommendationOut]
+    what_if: WhatIfSet | None = Field(
+        None, description="tomorrow's risk with each modifiable habit changed (the model's forecasts); null before a diary"
+    )
 
 
 # ------------------------------------------------------------------ status

@@ -12,7 +12,8 @@ from migrainemamba.service.db import SessionDep
 from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep
 from migrainemamba.service.forecasting import logs_frame, users_frame
 from migrainemamba.service.schemas import RecommendationsOut, TriggersOut, WeeklyStatsOut
-from migrainemamba.service.schemas_insights import PatternsOut
+from migrainemamba.service.schemas_insights import PatternsOut, WhatIfSet
+from migrainemamba.service.what_if import what_if
 
 router = APIRouter(prefix="/insights", tags=["insights"])
 
@@ -53,16 +54,28 @@ def recommendations(
     today: TodayDep,
 ) -> RecommendationsOut:
     """At most three recommendations, one per top trigger, with the user's own numbers as evidence
-    (a user without a diary day before today: the labelled clinical prior, as in the forecast)."""
+    (a user without a diary day before today: the labelled clinical prior, as in the forecast).
+
+    With a diary: first the what-ifs (``service.what_if``): the modifiable habits that raise
+    tomorrow's forecast, each with the model's counterfactual forecast ("7+ hours of good sleep
+    tonight: tomorrow's risk from 18% to 11%"), then the habits the model and diary rank."""
     logs = logs_frame(crud.all_logs(session, user.user_id))
     insight = compute.triggers(
         forecaster, users_frame(user), logs, today, settings.insights_window_days
     )
     recent = logs.filter(logs["date"] > today - timedelta(days=14)).height
+    scenarios = (
+        what_if(forecaster, users_frame(user), logs.filter(logs["date"] <= today), today)
+        if insight["history_days"] > 0
+        else None
+    )
     return RecommendationsOut(
         user_id=user.user_id,
         based_on=insight["top_triggers"],
-        recommendations=compute.recommendations(insight, recent, forecaster.clinical_prior()),
+        recommendations=compute.recommendations(
+            insight, recent, forecaster.clinical_prior(), scenarios["items"] if scenarios else []
+        ),
+        what_if=WhatIfSet.model_validate(scenarios) if scenarios else None,
     )
 
 
