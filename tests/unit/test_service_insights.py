@@ -149,3 +149,39 @@ def test_recommendations_for_a_new_user_are_the_labelled_prior_then_more_diary(c
     # the forecast of the same new user carries the same labelled prior
     forecast = client.get(f"/predictions/{user_id}", headers=headers).json()
     assert forecast["recommendations"] == items
+
+
+def test_weekly_stats_count_medication_days_accuracy_and_compare_with_the_usual_week(client):
+    from tests.unit.test_service_clinical import med
+
+    user_id, headers = onboard(client)
+    # 5 weeks before this one: 4 logged days each with stress 3 (the usual week), then this week
+    # 7 days with stress 6; acute medication on 2 days of this week (twice on one of them),
+    # once in the previous week, and a preventive every day (never counted)
+    for w in range(1, 5):
+        for k in range(4):
+            _submit(client, headers, full_day(user_id, TODAY - timedelta(days=7 * w + k), stress_level=3))
+    for k in range(7):
+        _submit(client, headers, full_day(user_id, TODAY - timedelta(days=k), stress_level=6))
+    for day, values in [
+        (TODAY - timedelta(days=1), {}),
+        (TODAY - timedelta(days=1), {"time": "18:00"}),
+        (TODAY - timedelta(days=3), {"name": "ibuprofen", "medication_class": "simple_analgesic"}),
+        (TODAY - timedelta(days=8), {}),
+        (TODAY - timedelta(days=2), {"name": "topiramate", "medication_class": "antiepileptic", "purpose": "preventive", "relief_2h": None}),
+    ]:
+        r = client.post("/medications/log", json=med(user_id, day, **values), headers=headers)
+        assert r.status_code == 201, r.text
+    forecast = client.get(f"/predictions/{user_id}", headers=headers).json()
+    client.put(f"/logs/outcome/{user_id}/{TODAY}", json={"migraine_occurred": False}, headers=headers)
+
+    stats = client.get(f"/insights/weekly-stats/{user_id}", headers=headers).json()
+    week, usual = stats["this_week"], stats["usual_week"]
+    assert week["medication_days"] == 2 and stats["previous_week"]["medication_days"] == 1
+    assert stats["usual_weeks_counted"] == 4
+    assert usual["days_logged"] == 4.0 and usual["mean_stress"] == 3.0 and usual["medication_days"] == 0.25
+    assert stats["changes_vs_usual"]["mean_stress"] == 3.0 and stats["changes_vs_usual"]["days_logged"] == 3.0
+    # today's forecast was scored (attack-free): the week's track record has it
+    assert week["scored_forecasts"] == 1
+    assert week["forecast_brier_score"] == pytest.approx(forecast["probability"] ** 2, abs=1e-6)
+    assert week["forecast_accuracy"] == (1.0 if forecast["probability"] < 0.2 else 0.0)

@@ -7,8 +7,9 @@
   ``features.triggers.TRIGGER_INDICATORS``, the onset rate on scorable days with
   and without it, and their (smoothed) ratio. A model without ``explain`` (the built-in
   base rate) contributes nothing to (1); (2) always works.
-- **Weekly stats** (:func:`weekly_stats`): the diary of the 7 days ending today
-  and of the 7 days before, plus the stored forecasts of those days.
+- **Weekly stats** (:func:`weekly_stats`): the diary, acute medication days and
+  the stored forecasts (with their track record) of the 7 days ending today,
+  against the 7 days before and against the usual week (mean of the 4 before).
 - **Recommendations** (:func:`recommendations`): at most three, one per habit
   group: first the what-ifs (``service.what_if``: the model's counterfactual
   forecast for tomorrow with the habit changed), then the top trigger groups,
@@ -229,9 +230,19 @@ def _current_phase(logs: pl.DataFrame, today: date) -> str:
 
 
 def week_stats(
-    logs: pl.DataFrame, predictions: Sequence[Any], start: date, end: date
+    logs: pl.DataFrame,
+    predictions: Sequence[Any],
+    start: date,
+    end: date,
+    medications: pl.DataFrame | None = None,
+    risk: Thresholds | None = None,
 ) -> dict[str, Any]:
-    """Diary and forecast summary of the days ``start..end`` (inclusive)."""
+    """Diary, medication and forecast summary of the days ``start..end`` (inclusive).
+
+    ``medication_days``: days with an acute medication intake (the clinical diary; null
+    without it). The forecasts' accuracy over the week is the track record
+    (``insights.track_record``) of its scored forecasts at the service's thresholds.
+    """
     week = logs.filter(pl.col("date").is_between(start, end))
     before = logs.filter(pl.col("date") == start - timedelta(days=1))
     occurred = week["migraine_occurred"].to_list()
@@ -246,12 +257,14 @@ def week_stats(
     attack_rows = week.filter(pl.col("migraine_occurred").fill_null(False))
     symptoms = week["symptoms"].to_list()
     forecasts = [p for p in predictions if start <= p.date <= end]
+    record = track_record(scored_days(forecasts), risk, end) if risk is not None else None
     return {
         "start": start,
         "end": end,
         "days_logged": week.height,
         "migraine_days": sum(v is True for v in occurred),
         "attacks_started": started,
+        "medication_days": _medication_days(medications, start, end),
         "mean_severity": _mean(attack_rows["migraine_severity"].to_list()),
         "total_duration_hours": (
             round(
@@ -276,13 +289,24 @@ def week_stats(
         "symptom_days": {s: sum(1 for day in symptoms if day and s in day) for s in SYMPTOMS},
         "mean_forecast_probability": _mean([p.probability for p in forecasts]),
         "forecasts": len(forecasts),
+        "scored_forecasts": record["n_scored"] if record else 0,
+        "forecast_brier_score": record["brier_score"] if record else None,
+        "forecast_accuracy": record["accuracy"] if record else None,
     }
+
+
+def _medication_days(medications: pl.DataFrame | None, start: date, end: date) -> int | None:
+    if medications is None:
+        return None
+    acute = medications.filter((pl.col("purpose") == "acute") & pl.col("date").is_between(start, end))
+    return acute["date"].n_unique()
 
 
 COMPARED = (
     "days_logged",
     "migraine_days",
     "attacks_started",
+    "medication_days",
     "mean_severity",
     "mean_sleep_hours",
     "poor_sleep_nights",
@@ -293,19 +317,45 @@ COMPARED = (
     "mean_screen_time_hours",
     "skipped_meals",
     "mean_forecast_probability",
+    "forecast_brier_score",
+    "forecast_accuracy",
 )
+USUAL_WEEKS = 4  # "your usual week": the mean of the 4 weeks before this one (weeks with a logged day)
+
+
+def _difference(a: Any, b: Any) -> float | None:
+    return None if a is None or b is None else round(float(a) - float(b), 3)
 
 
 def weekly_stats(
-    user_id: str, logs: pl.DataFrame, predictions: Sequence[Any], today: date
+    user_id: str,
+    logs: pl.DataFrame,
+    predictions: Sequence[Any],
+    today: date,
+    medications: pl.DataFrame | None = None,
+    risk: Thresholds | None = None,
 ) -> dict[str, Any]:
-    this = week_stats(logs, predictions, today - timedelta(days=6), today)
-    last = week_stats(logs, predictions, today - timedelta(days=13), today - timedelta(days=7))
-    changes = {
-        k: None if this[k] is None or last[k] is None else round(float(this[k]) - float(last[k]), 3)
-        for k in COMPARED
+    """This week (the 7 days ending today) against the previous week and against the usual week
+    (the mean over the ``USUAL_WEEKS`` weeks before it that have a logged day)."""
+    weeks = [
+        week_stats(logs, predictions, today - timedelta(days=7 * k + 6), today - timedelta(days=7 * k), medications, risk)
+        for k in range(USUAL_WEEKS + 1)
+    ]
+    this, last = weeks[0], weeks[1]
+    logged_before = [w for w in weeks[1:] if w["days_logged"]]
+    usual: dict[str, float | None] = {}
+    for k in COMPARED:
+        values = [w[k] for w in logged_before if w[k] is not None]
+        usual[k] = round(float(np.mean(values)), 3) if values else None
+    return {
+        "user_id": user_id,
+        "this_week": this,
+        "previous_week": last,
+        "changes": {k: _difference(this[k], last[k]) for k in COMPARED},
+        "usual_week": usual,
+        "usual_weeks_counted": len(logged_before),
+        "changes_vs_usual": {k: _difference(this[k], usual[k]) for k in COMPARED},
     }
-    return {"user_id": user_id, "this_week": this, "previous_week": last, "changes": changes}
 
 
 # --------------------------------------------------------- recommendations

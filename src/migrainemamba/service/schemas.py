@@ -433,6 +433,10 @@ class WeekStats(BaseModel):
     symptom_days: dict[str, int]
     mean_forecast_probability: float | None
     forecasts: int
+    medication_days: int | None = Field(None, description="days with an acute medication intake")
+    scored_forecasts: int = Field(0, description="forecasts of the week whose onset is known")
+    forecast_brier_score: float | None = Field(None, description="the week's track record (insights.track_record)")
+    forecast_accuracy: float | None = None
 
 
 class WeeklyStatsOut(BaseModel):
@@ -441,6 +445,13 @@ class WeeklyStatsOut(BaseModel):
     previous_week: WeekStats
     changes: dict[str, float | None] = Field(
         description="this week minus the previous week, per mean/count"
+    )
+    usual_week: dict[str, float | None] = Field(
+        default_factory=dict, description="per mean/count, the mean over the 4 weeks before this one that have a logged day"
+    )
+    usual_weeks_counted: int = 0
+    changes_vs_usual: dict[str, float | None] = Field(
+        default_factory=dict, description="this week minus the usual week"
     )
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 
-from migrainemamba.service import crud
+from migrainemamba.service import clinical_crud, crud
 from migrainemamba.service import insights as compute
 from migrainemamba.service.db import SessionDep
 from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep
@@ -35,13 +35,22 @@ def triggers(
 
 
 @router.get("/weekly-stats/{user_id}", response_model=WeeklyStatsOut)
-def weekly_stats(user: OwnedUser, session: SessionDep, today: TodayDep) -> WeeklyStatsOut:
-    """The diary of the last 7 days (ending today) against the 7 days before."""
-    start = today - timedelta(days=14)
+def weekly_stats(
+    user: OwnedUser, session: SessionDep, settings: SettingsDep, today: TodayDep
+) -> WeeklyStatsOut:
+    """The last 7 days (ending today) at a glance: days logged, attacks, migraine and acute
+    medication days, sleep, stress, the forecasts' accuracy; against the 7 days before and
+    against your usual week (the mean of the 4 weeks before)."""
+    start = today - timedelta(days=7 * (compute.USUAL_WEEKS + 1))
     logs = logs_frame(crud.list_logs(session, user.user_id, start=start, end=today))
     predictions = crud.list_predictions(session, user.user_id, start=start, end=today)
+    medications = clinical_crud.medications_frame(
+        clinical_crud.list_medications(session, user.user_id, start=start, end=today)
+    )
     return WeeklyStatsOut.model_validate(
-        compute.weekly_stats(user.user_id, logs, predictions, today)
+        compute.weekly_stats(
+            user.user_id, logs, predictions, today, medications, compute.thresholds(settings)
+        )
     )
 
 
