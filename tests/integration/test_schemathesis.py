@@ -37,6 +37,7 @@ FEWER_EXAMPLES = {
     "/insights/triggers/{user_id}": 6,
     "/insights/recommendations/{user_id}": 6,
     "/reports/{user_id}": 6,
+    "/insights/patterns/{user_id}": 6,
 }
 
 
