@@ -26,8 +26,8 @@ import os
 import platform
 import time
 from collections import Counter
-from math import comb
 from datetime import timedelta
+from math import comb
 from pathlib import Path
 
 import numpy as np
