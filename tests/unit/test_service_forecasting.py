@@ -353,5 +353,12 @@ def test_service_forecast_equals_the_model_on_training_features(tmp_path, founda
         triggers["model_triggers"]
         and triggers["top_triggers"][0] == triggers["model_triggers"][0]["group"]
     )
-    assert recs["recommendations"][0]["group"] == triggers["top_triggers"][0]
-    assert "x" in recs["recommendations"][0]["evidence"]
+    # the what-ifs lead (the model's counterfactual forecasts for tomorrow), then the top triggers
+    what_ifs = recs["what_if"]["items"]
+    led = recs["recommendations"][: len(what_ifs)]
+    assert [r["group"] for r in led] == [w["group"] for w in what_ifs][: len(led)]
+    assert all(r["evidence"] == w["sentence"] and "tomorrow's risk from" in r["evidence"] for r, w in zip(led, what_ifs, strict=False))
+    rest = recs["recommendations"][len(what_ifs):]
+    if rest:
+        assert rest[0]["group"] == next(g for g in triggers["top_triggers"] if g not in {w["group"] for w in what_ifs})
+        assert "x" in rest[0]["evidence"]
