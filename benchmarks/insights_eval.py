@@ -10,7 +10,8 @@ without any pattern get one reported.
   the person's top 3 entries, precision, false-'trigger' rate (stated target 5%).
 - Patterns (``insights.patterns``, BH at FDR 0.10): power to find an injected Monday
   effect (an attack-free Monday after an attack-free day made an attack day with
-  probability p), at 90 and 180 logged days; the share of people with any reported pattern
+  probability p) and an injected mid-cycle effect (people with a cycle), at 90 and 180
+  logged days; the share of people with any reported pattern
   when their onsets are shuffled within person (the complete null); and what is reported
   on the unshuffled simulated diaries.
 
@@ -174,6 +175,41 @@ def pattern_power(cohort, days: int, ps: list[float], rng: np.random.Generator, 
     return out
 
 
+def inject_days(logs: pl.DataFrame, days: set, p: float, rng: np.random.Generator) -> pl.DataFrame:
+    """Extra attacks beginning on ``days`` (attack-free, after an attack-free reported day), each with probability p."""
+    occurred = logs["migraine_occurred"].to_list()
+    by_date = dict(zip(logs["date"].to_list(), occurred, strict=True))
+    for i, d in enumerate(logs["date"].to_list()):
+        eligible = d in days and occurred[i] is False and by_date.get(d - timedelta(days=1)) is False
+        if eligible and rng.random() < p:
+            occurred[i] = True
+    return logs.with_columns(migraine_occurred=pl.Series(occurred, dtype=pl.Boolean))
+
+
+def cycle_power(cohort, days: int, ps: list[float], rng: np.random.Generator, max_people: int) -> list[dict]:
+    """Power to find an injected mid-cycle effect (12-16 days before the next period, away from the
+    simulator's own perimenstrual trigger) in people with a cycle."""
+    logs = first_logged_days(cohort.daily_logs, days)
+    cyclers = cohort.users.filter(pl.col("has_menstrual_cycle"))["user_id"]
+    ids = logs.filter(pl.col("user_id").is_in(cyclers.implode()))["user_id"].unique(maintain_order=True).to_list()[:max_people]
+    out = []
+    for p in ps:
+        found = judged = 0
+        for uid in ids:
+            user = cohort.users.filter(pl.col("user_id") == uid)
+            diary = logs.filter(pl.col("user_id") == uid)
+            f = build_features(user, diary)
+            mid = set(f.filter((pl.col("cycle_day") > 7) & pl.col("days_to_next_period").is_between(12, 16))["date"].to_list())
+            injected = inject_days(diary, mid, p, rng)
+            r = discover(build_features(user, injected), injected, True)
+            if not r["enough_data"]:
+                continue
+            judged += 1
+            found += any(x["key"] == "mid_cycle" for x in r["patterns"])
+        out.append({"logged_days": days, "injected_p": p, "people_judged": judged, "mid_cycle_found": round(found / max(judged, 1), 4)})
+    return out
+
+
 def pattern_null_and_observed(cohort, days: int, rng: np.random.Generator) -> dict:
     logs = first_logged_days(cohort.daily_logs, days)
     features = build_features(cohort.users, logs)
@@ -230,6 +266,8 @@ def main() -> None:
         "patterns_null_and_observed": [pattern_null_and_observed(cohort, d, rng) for d in (90, 180)],
         "patterns_power_injected_monday": pattern_power(cohort, 90, [0.3, 0.5, 0.8], rng, args.power_people)
         + pattern_power(cohort, 180, [0.3, 0.5, 0.8], rng, args.power_people),
+        "patterns_power_injected_mid_cycle": cycle_power(cohort, 90, [0.5, 0.8], rng, args.power_people)
+        + cycle_power(cohort, 180, [0.5, 0.8], rng, args.power_people),
         "seconds": round(time.perf_counter() - started, 1),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0]},
     }
