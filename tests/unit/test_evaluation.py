@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import numpy as np
 import polars as pl
@@ -106,7 +107,7 @@ def test_split_is_time_ordered_within_users_and_holds_out_whole_users(split_data
     order = {"train": 0, "valid": 1, "test": 2}
     for (_, ), part in ranges.group_by("user_id"):
         rows = sorted(part.iter_rows(named=True), key=lambda r: order[r["split"]])
-        for earlier, later in zip(rows, rows[1:], strict=False):
+        for earlier, later in itertools.pairwise(rows):
             assert earlier["last"] < later["first"]
     again = make_split(split_data.features.drop("split", "cold_start"), SPLIT)
     assert again["split"].equals(split_data.features["split"])
@@ -220,7 +221,7 @@ def test_truth_scores_track_the_true_risk_within_person():
     user = np.repeat(np.arange(50), 30)
     p_true = rng.uniform(0.02, 0.4, len(user))
     y = rng.random(len(user)) < p_true
-    base = dict(user=user, y=y, p_ref=np.full(len(user), 0.1), p_true=p_true)
+    base = {"user": user, "y": y, "p_ref": np.full(len(user), 0.1), "p_true": p_true}
     truth_logit = np.log(p_true / (1 - p_true))
     shifted = 1 / (1 + np.exp(-(truth_logit + rng.normal(0, 1, 50)[user])))  # true ranking within person
     per_person = np.repeat(rng.uniform(0.05, 0.3, 50), 30)

@@ -103,7 +103,7 @@ def _scores(s: Scored, p: np.ndarray, weights: np.ndarray, n_users: int) -> dict
     n = weights @ _per_user_sums(s.user, np.ones_like(y), n_users)
     sq = weights @ _per_user_sums(s.user, (p - y) ** 2, n_users)
     sq_ref = weights @ _per_user_sums(s.user, (s.p_ref - y) ** 2, n_users)
-    count, sum_p, sum_y = _bin_sums(s.user, p, s.y, n_users)
+    _, sum_p, sum_y = _bin_sums(s.user, p, s.y, n_users)
     ece = np.abs(weights @ sum_p - weights @ sum_y).sum(axis=1) / n
     user_auc = per_user_auc(s.user, s.y, p).sort("user_id")
     auc_by_user = np.full(n_users, np.nan)

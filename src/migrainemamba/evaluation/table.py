@@ -60,8 +60,9 @@ def paired_table(scores: Mapping[str, Any], population: str = "all") -> str:
 if __name__ == "__main__":
     import json
     import sys
+    from pathlib import Path
 
-    report = json.loads(open(sys.argv[1] if len(sys.argv) > 1 else "data/evaluation/report.json").read())
+    report = json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else "data/evaluation/report.json").read_text())
     for population in ("all", "cold_start"):
         print(f"\n### {population}\n")
         print(markdown_table(report["scores"], population))
