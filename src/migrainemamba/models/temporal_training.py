@@ -177,7 +177,7 @@ def fit_summary(model: TemporalModel) -> dict[str, Any]:
         "val_loss": round(s["best_val_loss"], 5), "best_epoch": s["best_epoch"], "steps": s["steps"],
         "n_parameters": s["n_parameters"], "n_encoder_parameters": s["n_encoder_parameters"],
         "window_days": model.config.window_days, "bidirectional": model.config.bidirectional,
-        "fit_seconds": s["fit_seconds"],
+        "fit_seconds": s["fit_seconds"], "world_size": s.get("world_size", 1),
     }
 
 
