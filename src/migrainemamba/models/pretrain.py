@@ -349,9 +349,10 @@ def train_module(
     if data.val is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min"))
     if checkpoint_dir is not None:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        for stale in checkpoint_dir.glob("*.ckpt"):  # a fixed folder: no versioned leftovers
-            stale.unlink()
+        if distributed.is_global_zero():  # Lightning saves checkpoints from rank 0 only
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            for stale in checkpoint_dir.glob("*.ckpt"):  # a fixed folder: no versioned leftovers
+                stale.unlink()
         callbacks.append(
             ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1, enable_version_counter=False)
         )
