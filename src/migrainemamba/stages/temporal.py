@@ -30,6 +30,7 @@ from migrainemamba.models.temporal_training import (
     load_pretrained,
     load_stage_data,
     register,
+    training_data,
 )
 from migrainemamba.stages.common import finish, seconds_since, tracked
 
@@ -55,6 +56,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         data.offset_model, data.offset = foundation_offset(cfg, data)
     elif tc.offset not in (None, "none"):
         raise ValueError(f"temporal.offset must be 'foundation' or 'none', got {tc.offset!r}")
+    data = training_data(cfg, data)  # the cohort's training people, or a fresh simulated cohort
     timings: dict[str, float] = {"data_seconds": seconds_since(started)}
     train_rows = data.rows("train", scorable=True)
     model_dir, gru_dir = resolve_path(tc.model_dir), resolve_path(tc.gru_dir)
