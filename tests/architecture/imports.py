@@ -19,7 +19,7 @@ PACKAGE = "migrainemamba"
 # The layers, lowest first: a module may import its own layer and those below, never above.
 # docs/architecture.md, "Layers", explains each.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("config", "runtime", "tracking", "metrics", "split", "pipeline"),  # core
+    ("config", "runtime", "tracking", "metrics", "split", "pipeline", "distributed"),  # core
     ("data",),
     ("features",),
     ("models",),

@@ -45,5 +45,7 @@ def test_trainer_group_composes_for_cpu_and_gpu() -> None:
 
     cpu = TrainerConfig.from_dict(to_dict(load_config().trainer))
     gpu = TrainerConfig.from_dict(to_dict(load_config(["trainer=gpu"]).trainer))
+    ddp = TrainerConfig.from_dict(to_dict(load_config(["trainer=cpu_ddp"]).trainer))
     assert (cpu.accelerator, cpu.devices) == ("cpu", 1)
     assert (gpu.accelerator, gpu.strategy, gpu.devices) == ("gpu", "ddp", -1)
+    assert (ddp.accelerator, ddp.strategy, ddp.devices) == ("cpu", "ddp", 2)  # tests/integration/test_ddp.py runs it

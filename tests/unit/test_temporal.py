@@ -321,6 +321,42 @@ def test_offset_is_added_to_the_logit(configs, split):
     np.testing.assert_allclose(model.logits_rows(seq, rows, offset), base + offset[rows], atol=1e-5)
 
 
+# --- what the sequence models fine-tune on (temporal.train_cohort) ---------------------------
+
+
+def test_fresh_cohort_is_new_people_of_the_same_story_split_by_person(split):
+    from types import SimpleNamespace
+
+    from migrainemamba.models.temporal_training import fresh_cohort_data, training_data
+
+    seq = split[0]
+    cfg = load_config(
+        ["+debug=tiny", "data.n_users=30", "data.n_days=60", "temporal.train_cohort.source=fresh", "temporal.train_cohort.n_users=30"]
+    )
+
+    class HalfLogOdds:  # a stand-in offset model: its log-odds for every row it is given
+        def logit(self, rows):
+            return np.full(rows.height, 0.5)
+
+    data = SimpleNamespace(seq=seq, offset_model=HalfLogOdds())
+    fresh = training_data(cfg, data)
+    assert fresh.seq.user_ids.shape[0] == 30 and fresh.seq.stats is seq.stats  # the training stats
+    person = fresh.seq.user_of_rows(np.arange(fresh.seq.n_rows))
+    assert set(fresh.split) == {"train", "valid"}
+    for p in np.unique(person):  # split by person: all of a person's days on one side
+        assert len(set(fresh.split[person == p])) == 1
+    assert fresh.offset.shape == (fresh.seq.n_rows,) and np.all(fresh.offset == 0.5)
+    # another seed than the cohort's: the same story, other people
+    from migrainemamba.data.prepare import prepare_cohort
+
+    own = prepare_cohort(to_dict(cfg.data))
+    assert own.users.columns == fresh.users.columns and not own.users.equals(fresh.users)
+    # own: the cohort itself; a real diary has no simulator to draw from
+    assert training_data(load_config(["+debug=tiny"]), data) is data
+    with pytest.raises(ValueError, match="data: synthetic"):
+        fresh_cohort_data(load_config(["data=real", "temporal.train_cohort.source=fresh"]), data)
+
+
 # --- the stages on the debug configs ----------------------------------------------------------
 
 

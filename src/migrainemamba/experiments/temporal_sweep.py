@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from migrainemamba import distributed
 from migrainemamba.config import load_config, resolve_path, to_dict
 from migrainemamba.data.prepare import PreparedCohort
 from migrainemamba.evaluation.scoring import Scored, bootstrap_replicates, summarize
@@ -99,10 +100,11 @@ def run(tag: str, overrides: list[str], drop_inputs: list[str], n_boot: int = 20
                 "temporal_minus_foundation": [round(diff["d"], 4), round(diff["d_lo"], 4), round(diff["d_hi"], 4)]
             }
         out[name] = scores
-    path = results_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(out) + "\n")
+    if distributed.is_global_zero():  # one line per run, also when it trained on several ranks
+        path = results_path(cfg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps(out) + "\n")
     return out
 
 
@@ -139,7 +141,11 @@ def main() -> None:
     parser.add_argument("--plot", action="store_true", help="plot every run in the JSONL file")
     args = parser.parse_args()
     if args.tag:
-        print(json.dumps(run(args.tag, args.overrides, args.drop_inputs), indent=1))
+        with distributed.ranks():  # a distributed fit: every rank trains, rank 0 writes and prints
+            result = run(args.tag, args.overrides, args.drop_inputs)
+        if not distributed.is_global_zero():
+            return
+        print(json.dumps(result, indent=1))
     if args.plot:
         cfg = load_config(args.overrides)
         runs = [json.loads(line) for line in results_path(cfg).read_text().splitlines() if line.strip()]

@@ -17,6 +17,7 @@ Shapes: B batch, L window days, F per-day inputs, D d_model.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -29,6 +30,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from migrainemamba import distributed
 from migrainemamba.features.sequences import SequenceData
 from migrainemamba.models.sequence_heads import SequenceModelConfig, build_encoder
 
@@ -347,9 +349,10 @@ def train_module(
     if data.val is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min"))
     if checkpoint_dir is not None:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        for stale in checkpoint_dir.glob("*.ckpt"):  # a fixed folder: no versioned leftovers
-            stale.unlink()
+        if distributed.is_global_zero():  # Lightning saves checkpoints from rank 0 only
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            for stale in checkpoint_dir.glob("*.ckpt"):  # a fixed folder: no versioned leftovers
+                stale.unlink()
         callbacks.append(
             ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1, enable_version_counter=False)
         )
@@ -373,15 +376,41 @@ def train_module(
         deterministic=False,
     )
     trainer.fit(module, datamodule=data)
+    distributed.remember_children(getattr(trainer.strategy, "launcher", None))  # rank 0 waits for them
     if best.state is not None:
         module.load_state_dict(best.state)
     module.eval()
-    return {
+    summary = {
         "best_val_loss": best.best,
         "best_epoch": best.epoch,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
+        "world_size": trainer.world_size,
     }
+    if trainer.world_size > 1:
+        check_ranks_agree(module, trainer.global_rank, summary)
+    return summary
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's tensors in sorted key order (shapes and float32 bytes; the key names
+    do not count, so a module and the submodule it saves give the same digest)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().to(torch.float32).contiguous()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_ranks_agree(module: nn.Module, rank: int, summary: dict[str, Any]) -> None:
+    """DDP keeps every rank's weights equal, and every rank restores the same best epoch (the
+    validation loss is computed over all ranks' days); a difference means the sync broke."""
+    digest = weights_digest(module.state_dict())
+    log.info("ddp rank %d: weights sha256 %s after %d steps", rank, digest, summary["steps"])
+    digests = distributed.all_gather_object(digest)
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"ddp: the ranks ended with different weights (sha256 per rank: {digests})")
 
 
 def _adamw(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -452,9 +481,9 @@ class PretrainModule(L.LightningModule):
         generator = torch.Generator().manual_seed(10_000 + batch_idx)  # the same hidden days each epoch
         out = self.losses(batch, self.draw_hidden(batch["mask"], generator))
         bs = batch["x"].shape[0]
-        self.log("val_loss", out["loss"], prog_bar=True, batch_size=bs)
-        self.log("val_masked_mse", out["masked"], batch_size=bs)
-        self.log("val_next_mse", out["next"], batch_size=bs)
+        self.log("val_loss", out["loss"], sync_dist=True, prog_bar=True, batch_size=bs)
+        self.log("val_masked_mse", out["masked"], sync_dist=True, batch_size=bs)
+        self.log("val_next_mse", out["next"], sync_dist=True, batch_size=bs)
 
     def configure_optimizers(self):
         return _adamw(self, self.train_cfg.lr, self.train_cfg.weight_decay)
@@ -533,4 +562,5 @@ __all__ = [
     "history_users",
     "pretrain_encoder",
     "train_module",
+    "weights_digest",
 ]

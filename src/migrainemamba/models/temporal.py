@@ -38,6 +38,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
+from migrainemamba import distributed
 from migrainemamba.data.schema import DAILY_LOGS_SCHEMA, MORNING_FIELDS, USERS_SCHEMA
 from migrainemamba.features.sequences import SequenceData, SequenceStats, build_sequence_data
 from migrainemamba.models.base import ForecastBatch
@@ -82,7 +83,7 @@ class OnsetModule(L.LightningModule):
         self.classifier = OnsetClassifier(SequenceModelConfig.from_dict(model))
         self.train_cfg = TrainConfig.from_dict(train)
         self.encoder_lr_scale = encoder_lr_scale
-        self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def logits(self, batch: Batch) -> torch.Tensor:
         args = (batch["x"], batch["mask"], batch["morning"], batch["static"])
@@ -116,17 +117,31 @@ class OnsetModule(L.LightningModule):
         _, _, logits = self.loss_terms(batch)
         keep = batch["weight"] > 0
         user = batch["user"] if batch["user"].dim() == keep.dim() else batch["user"][:, None].expand_as(keep)
-        self._val.append((logits[keep].detach(), batch["y"][keep], user[keep]))
+        self._val.append((logits[keep].detach(), batch["y"][keep], user[keep], batch["row"][keep]))
+
+    def validation_days(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits, y, user) of every validation day scored this epoch, over all ranks of a
+        distributed run (each scored a share; the sampler's padding repeats are dropped), so
+        every rank computes the same validation loss and picks the same best epoch."""
+        parts = [tuple(torch.cat([v[i] for v in self._val]).numpy() for i in range(4))] if self._val else []
+        gathered = [p for rank_parts in distributed.all_gather_object(parts) for p in rank_parts]
+        if not gathered:
+            return np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.int64)
+        logits, y, users, rows = (np.concatenate([p[i] for p in gathered]) for i in range(4))
+        if len(gathered) > len(parts):  # days of other ranks: keep each day once
+            _, first = np.unique(rows, return_index=True)
+            logits, y, users = logits[first], y[first], users[first]
+        return logits, y, users
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val:
+        logits, y, users = self.validation_days()
+        if not len(y):
             return
-        logits = torch.cat([v[0] for v in self._val])
-        y = torch.cat([v[1] for v in self._val])
-        self.log("val_loss", F.binary_cross_entropy_with_logits(logits, y), prog_bar=True)
-        self.log("val_auc", _auc(y.numpy(), logits.numpy()), prog_bar=True)
-        users = torch.cat([v[2] for v in self._val]).numpy()
-        self.log("val_within_person_auc", _within_person_auc(users, y.numpy(), logits.numpy()), prog_bar=True)
+        loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(y))
+        # equal on every rank already; sync_dist averages equal values (and says so to Lightning)
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val_auc", _auc(y, logits), prog_bar=True, sync_dist=True)
+        self.log("val_within_person_auc", _within_person_auc(users, y, logits), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         if self.encoder_lr_scale == 1.0:

@@ -24,7 +24,8 @@ import torch
 from omegaconf import DictConfig
 
 from migrainemamba.config import resolve_path, to_dict
-from migrainemamba.data.prepare import PreparedCohort
+from migrainemamba.data.prepare import PreparedCohort, prepare_cohort
+from migrainemamba.features.daily import build_features
 from migrainemamba.features.sequences import SequenceData, SequenceStats, build_sequence_data
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.baselines import RunningBaseRate
@@ -76,6 +77,45 @@ def load_stage_data(cfg: DictConfig, stats: SequenceStats | None = None) -> Stag
     return StageData(
         cohort.users, cohort.daily_logs, split, seq, rows["split"].to_numpy().astype(str), rows["cold_start"].to_numpy()
     )
+
+
+def training_data(cfg: DictConfig, data: StageData) -> StageData:
+    """What the sequence models fine-tune on (``temporal.train_cohort``): the cohort's own training
+    people (``own``: their training days, early stopping on their validation days), or a fresh
+    simulated cohort of the same story (``fresh``)."""
+    source = cfg.temporal.get("train_cohort", {}).get("source", "own")
+    if source == "own":
+        return data
+    if source == "fresh":
+        return fresh_cohort_data(cfg, data)
+    raise ValueError(f"temporal.train_cohort.source must be 'own' or 'fresh', got {source!r}")
+
+
+def fresh_cohort_data(cfg: DictConfig, data: StageData) -> StageData:
+    """A fresh simulated cohort of the configured story (``data: synthetic`` only), for fine-tuning.
+
+    Its people are drawn with another seed (``temporal.train_cohort``): neither the foundation
+    model nor anything else has seen them, so the foundation log-odds the sequence model corrects
+    are out of sample there, as on the people it will forecast (on its own training days they are
+    in sample: the trees were fitted there). Standardised with ``data``'s training stats; split by
+    person into ``train`` and ``valid`` (early stopping). Nothing is written.
+    """
+    fc = cfg.temporal.train_cohort
+    data_cfg = to_dict(cfg.data)
+    if data_cfg.get("source") != "synthetic":
+        raise ValueError("temporal.train_cohort.source: fresh draws people from the simulator; it needs data: synthetic")
+    data_cfg |= {"n_users": int(fc.n_users), "seed": int(data_cfg["seed"]) + int(fc.seed_offset)}
+    cohort = prepare_cohort(data_cfg)
+    features = build_features(cohort.users, cohort.daily_logs)
+    seq = build_sequence_data(cohort.users, cohort.daily_logs, stats=data.seq.stats)
+    held = np.random.default_rng(int(fc.seed_offset)).random(seq.user_ids.shape[0]) < float(fc.valid_share)
+    split = np.where(held[seq.user_of_rows(np.arange(seq.n_rows))], "valid", "train")
+    fresh = StageData(cohort.users, cohort.daily_logs, features, seq, split, np.zeros(seq.n_rows, dtype=bool), data.offset_model)
+    if data.offset_model is not None:
+        rows = seq.keys().select("user_id", "date").join(features, on=["user_id", "date"], how="left", maintain_order="left")
+        fresh.offset = np.asarray(data.offset_model.logit(rows), dtype=np.float32)
+    log.info("fresh cohort for fine-tuning: %d people, %d scorable days", seq.user_ids.shape[0], int(seq.scorable.sum()))
+    return fresh
 
 
 def lightning_logger(run: Any, cfg: DictConfig) -> Any:
@@ -177,7 +217,7 @@ def fit_summary(model: TemporalModel) -> dict[str, Any]:
         "val_loss": round(s["best_val_loss"], 5), "best_epoch": s["best_epoch"], "steps": s["steps"],
         "n_parameters": s["n_parameters"], "n_encoder_parameters": s["n_encoder_parameters"],
         "window_days": model.config.window_days, "bidirectional": model.config.bidirectional,
-        "fit_seconds": s["fit_seconds"],
+        "fit_seconds": s["fit_seconds"], "world_size": s.get("world_size", 1),
     }
 
 

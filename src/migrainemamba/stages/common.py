@@ -14,14 +14,16 @@ from typing import Any
 from omegaconf import DictConfig
 
 from migrainemamba.config import resolve_path
+from migrainemamba.distributed import is_global_zero
 from migrainemamba.pipeline import write_json
 from migrainemamba.tracking import flatten, stage_run
 
 
 @contextmanager
 def tracked(cfg: DictConfig, stage: str, params: Mapping[str, Any]) -> Iterator[Any]:
-    """The stage's MLflow run (None when ``tracking.enabled`` is false)."""
-    if not cfg.tracking.enabled:
+    """The stage's MLflow run (None when ``tracking.enabled`` is false, and on every rank but
+    global rank 0 of a distributed run: one run per stage, migrainemamba.distributed)."""
+    if not cfg.tracking.enabled or not is_global_zero():
         yield None
         return
     with stage_run(stage, params, cfg.tracking.uri) as run:
@@ -43,7 +45,10 @@ def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def finish(cfg: DictConfig, stage: str, metrics: Mapping[str, Any], run: Any = None) -> None:
-    """Write ``metrics/<stage>.json`` (the headline numbers ``dvc metrics show`` prints) and log them."""
+    """Write ``metrics/<stage>.json`` (the headline numbers ``dvc metrics show`` prints) and log them
+    (global rank 0 only: the other ranks of a distributed run write nothing)."""
+    if not is_global_zero():
+        return
     write_json(resolve_path(cfg.paths.metrics) / f"{stage}.json", dict(metrics))
     if run is not None:
         import mlflow

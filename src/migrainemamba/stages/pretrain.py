@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from migrainemamba import distributed
 from migrainemamba.config import resolve_path, to_dict
 from migrainemamba.models.mamba import MambaEncoder, save_checkpoint
 from migrainemamba.models.pretrain import (
@@ -43,6 +44,12 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """Every rank of a distributed run (``trainer=cpu_ddp``, ``trainer=gpu``) trains; rank 0 writes."""
+    with distributed.ranks():
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
     pc = cfg.pretrain
     started = time.perf_counter()
     model_cfg = SequenceModelConfig.from_dict(to_dict(pc.model))
@@ -52,20 +59,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data = load_stage_data(cfg)
     loaded = seconds_since(started)
     out = resolve_path(pc.model_dir)
-    out.mkdir(parents=True, exist_ok=True)
     train_rows, val_rows = data.rows("train"), data.rows("valid")
     params = {"pretrain": to_dict(pc), "split": to_dict(cfg.split)}
-    with tracked(cfg, "pretrain", params) as run:
+    with tracked(cfg, "pretrain", params) as run:  # None on ranks > 0
         module, summary = pretrain_encoder(
             data.seq, train_rows, val_rows, model_cfg, pre_cfg, train_cfg,
             logger=lightning_logger(run, cfg), progress=bool(pc.progress), trainer_cfg=trainer_config(cfg),
         )
+        if not distributed.is_global_zero():  # the same weights as rank 0 (checked): nothing to write
+            return {"steps": summary["steps"], "world_size": summary["world_size"]}
         val = WindowBatches(data.seq, pretrain_rows(data.seq, val_rows), model_cfg.window_days)
         rng = np.random.default_rng(train_cfg.seed)
         if 0 < train_cfg.val_samples < len(val):
             val = WindowBatches(data.seq, rng.choice(val.rows, train_cfg.val_samples, replace=False), model_cfg.window_days)
         scores = evaluate_pretrain(module, val, train_cfg.batch_size, seed=train_cfg.seed)
         baselines = mse_baselines(data.seq, val.rows, model_cfg.window_days)
+        out.mkdir(parents=True, exist_ok=True)
         if isinstance(module.encoder, MambaEncoder):
             save_checkpoint(module.encoder, out / ENCODER_FILE)
         else:
@@ -88,6 +97,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "n_train_windows": summary["n_train_windows"],
             "epochs": summary["epochs"],
             "steps": summary["steps"],
+            "world_size": summary["world_size"],
             "data_seconds": loaded,
             "seconds": seconds_since(started),
         }

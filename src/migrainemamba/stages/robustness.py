@@ -37,6 +37,7 @@ import polars as pl
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from migrainemamba import distributed
 from migrainemamba.config import load_config, resolve_path, to_dict
 from migrainemamba.data.prepare import PreparedCohort
 from migrainemamba.evaluation.scoring import Scored, score_with_intervals
@@ -62,6 +63,7 @@ REPORT_KEYS = {
     "n_onsets": "n_onsets",
 }
 SEQUENCE_MODELS = ("temporal", "gru")
+DISTRIBUTED_STAGES = ("pretrain", "temporal")  # every rank of a DDP run trains; the others are rank 0's
 STAGE_DIRS = ("prepared", "features", "models", "predictions", "metrics", "plots")
 
 
@@ -218,8 +220,22 @@ def plot_scores(table: pl.DataFrame, path: Path) -> Path:
     return path
 
 
+def run_stage_on_ranks(stage: str, body: Callable[[DictConfig], Any], run: DictConfig) -> None:
+    """One stage of a scenario. In a distributed run (``trainer=cpu_ddp``, ``trainer=gpu``) the
+    training stages run on every rank (they write on rank 0 only), the others on rank 0 alone; after
+    each stage the ranks wait for each other, so none reads a file before rank 0 has written it."""
+    if stage in DISTRIBUTED_STAGES or distributed.is_global_zero():
+        body(run)
+    distributed.barrier()  # no-op before the first fit has formed the process group
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Every scenario through the stages; the table, the plot and the timings."""
+    with distributed.ranks():
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
     rc = cfg.robustness
     out_dir = resolve_path(str(rc.out_dir))
     rule = SelectionRule.from_dict(to_dict(cfg.serve.selection))
@@ -235,13 +251,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             progress.set_postfix_str(f"{scenario}: {stage}")
             log.info("robustness: %s: %s", scenario, stage)
             started = time.perf_counter()
-            body(run)
+            run_stage_on_ranks(stage, body, run)
             timings[scenario][stage] = round(time.perf_counter() - started, 1)
         timings[scenario]["total"] = round(sum(timings[scenario].values()), 1)
+        if not distributed.is_global_zero():
+            continue
         report = json.loads((out_dir / scenario / "evaluation" / "report.json").read_text())
         scores, partial = with_truth_where_defined(report["scores"], run, rule.population)
         rows += [row | {"truth_on_defined_days_only": partial} for row in scenario_rows(scenario, scores, rule, candidates)]
         log.info("robustness: %s done in %.0f s", scenario, timings[scenario]["total"])
+    if not distributed.is_global_zero():
+        return {}
     table = scores_table(rows)
     table.write_parquet(out_dir / "scores.parquet")
     plot_scores(table, resolve_path(str(rc.plot)))

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from migrainemamba import distributed
 from migrainemamba.config import resolve_path, to_dict
 from migrainemamba.models.pretrain import TrainConfig
 from migrainemamba.models.sequence_heads import SequenceModelConfig
@@ -29,6 +30,7 @@ from migrainemamba.models.temporal_training import (
     load_pretrained,
     load_stage_data,
     register,
+    training_data,
 )
 from migrainemamba.stages.common import finish, seconds_since, tracked
 
@@ -36,6 +38,12 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """Every rank of a distributed run (``trainer=cpu_ddp``, ``trainer=gpu``) trains; rank 0 writes."""
+    with distributed.ranks():
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
     tc = cfg.temporal
     started = time.perf_counter()
     pre_cfg, stats, encoder_state = load_pretrained(resolve_path(tc.pretrained_dir))
@@ -48,25 +56,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         data.offset_model, data.offset = foundation_offset(cfg, data)
     elif tc.offset not in (None, "none"):
         raise ValueError(f"temporal.offset must be 'foundation' or 'none', got {tc.offset!r}")
+    data = training_data(cfg, data)  # the cohort's training people, or a fresh simulated cohort
     timings: dict[str, float] = {"data_seconds": seconds_since(started)}
     train_rows = data.rows("train", scorable=True)
     model_dir, gru_dir = resolve_path(tc.model_dir), resolve_path(tc.gru_dir)
     params = {"temporal": to_dict(tc), "pretrained_model": pre_cfg.to_dict(), "split": to_dict(cfg.split)}
     metrics: dict[str, Any] = {}
-    with tracked(cfg, "temporal", params) as run:
+    writer = distributed.is_global_zero()  # the other ranks of a distributed run train and discard
+    with tracked(cfg, "temporal", params) as run:  # None on ranks > 0
         # the temporal model: pretrained Mamba encoder + onset head
         t = time.perf_counter()
         temporal = fit_sequence_model(
             "temporal", model_cfg, train_cfg, data, train_rows, init_state, cfg, run, "temporal",
             encoder_lr_scale=float(tc.encoder_lr_scale),
         )
-        temporal.save(model_dir)
+        if writer:
+            temporal.save(model_dir)
         timings["temporal_seconds"] = seconds_since(t)
         # the GRU baseline: the same reading of the diary, head, losses, early stopping; no pretraining
         t = time.perf_counter()
         gru_cfg = SequenceModelConfig.from_dict(model_cfg.to_dict() | {"encoder": "gru", "gru_hidden": 0} | to_dict(tc.gru.model))
         gru = fit_sequence_model("gru", gru_cfg, TrainConfig.from_dict(to_dict(tc.train) | to_dict(tc.gru.train)), data, train_rows, None, cfg, run, "gru")
-        gru.save(gru_dir)
+        if writer:
+            gru.save(gru_dir)
         timings["gru_seconds"] = seconds_since(t)
         metrics["temporal"], metrics["gru"] = fit_summary(temporal), fit_summary(gru)
         if run is not None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from migrainemamba import distributed
 from migrainemamba.config import resolve_path, to_dict
 from migrainemamba.experiments.label_efficiency import label_efficiency, plot_label_efficiency
 from migrainemamba.models.pretrain import TrainConfig
@@ -50,10 +51,18 @@ def _valid_loss(model: Any, data: Any) -> float:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """Every rank of a distributed run (``trainer=cpu_ddp``, ``trainer=gpu``) trains; rank 0 writes."""
+    with distributed.ranks():
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
     tc = cfg.temporal
     started = time.perf_counter()
+    writer = distributed.is_global_zero()  # the other ranks of a distributed run train and discard
     out = resolve_path(cfg.paths.data_dir) / "experiments" / "temporal"
-    out.mkdir(parents=True, exist_ok=True)
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
     pre_cfg, stats, encoder_state = load_pretrained(resolve_path(tc.pretrained_dir))
     model_cfg = SequenceModelConfig.from_dict(pre_cfg.to_dict() | to_dict(tc.model))
     init_state = encoder_init(pre_cfg, model_cfg, encoder_state)
@@ -73,14 +82,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 data, train_rows, encoder_init(pre_cfg, variant_cfg, encoder_state), cfg, run,
                 f"temporal_{tc.variant.name}",
             )
-            variant.save(out / str(tc.variant.name))
             name = f"variant_{tc.variant.name}"
-            metrics[f"{name}_valid_logloss"] = round(_valid_loss(variant, data), 5)
+            if writer:
+                variant.save(out / str(tc.variant.name))
+                metrics[f"{name}_valid_logloss"] = round(_valid_loss(variant, data), 5)
+                write_json(out / f"{name}.json", fit_summary(variant))
             metrics[f"{name}_seconds"] = seconds_since(t)
-            write_json(out / f"{name}.json", fit_summary(variant))
         if tc.label_efficiency.enabled:
             t = time.perf_counter()
             results = label_efficiency(cfg, data, model_cfg, init_state, run)
+            if not writer:
+                return metrics
             figure = plot_label_efficiency(results, resolve_path(cfg.paths.plots) / STAGE / "label_efficiency.png")
             write_json(out / "label_efficiency.json", results)
             for offset, by_fraction in results.items():  # headline: the paired Brier-skill gains
