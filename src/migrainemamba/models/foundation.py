@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from migrainemamba.data.prepare import PreparedCohort
 from migrainemamba.features.daily import FEATURE_COLUMNS, FEATURE_DESCRIPTIONS
 from migrainemamba.features.triggers import FEATURE_GROUPS, GROUP_NAMES, TRIGGER_GROUP
 from migrainemamba.models.base import ForecastBatch
@@ -51,6 +52,7 @@ from migrainemamba.models.prior import (
     prior_terms,
     sigmoid,
 )
+from migrainemamba.split import make_split
 from migrainemamba.tracking import pinned_requirements
 
 log = logging.getLogger(__name__)
@@ -468,3 +470,22 @@ def pyfunc_kwargs(model_dir: str | Path, example: pl.DataFrame) -> dict[str, Any
         "input_example": inputs,
         "pip_requirements": pip_requirements(),
     }
+
+
+def split_batches(
+    features: pl.DataFrame, cohort: PreparedCohort, split_cfg: dict[str, Any]
+) -> tuple[ForecastBatch, ForecastBatch]:
+    """Scorable train and valid batches of the evaluation's split (cold-start users excluded)."""
+    split = make_split(features, split_cfg)
+
+    def batch(name: str) -> ForecastBatch:
+        rows = split.filter((pl.col("split") == name) & pl.col("scorable") & ~pl.col("cold_start"))
+        if rows.height == 0:
+            raise ValueError(
+                f"foundation: the {name!r} split has no scorable rows; check split {split_cfg}"
+            )
+        return ForecastBatch(
+            cohort.users, cohort.daily_logs, rows.select("user_id", "date"), precomputed=split
+        )
+
+    return batch("train"), batch("valid")

@@ -28,9 +28,14 @@ from migrainemamba.features.daily import build_features
 from migrainemamba.features.triggers import GROUP_NAMES
 from migrainemamba.metrics import pooled_auc, within_person_auc
 from migrainemamba.models.base import ForecastBatch
-from migrainemamba.models.foundation import GROUPS, FoundationConfig, FoundationModel, pyfunc_kwargs
+from migrainemamba.models.foundation import (
+    GROUPS,
+    FoundationConfig,
+    FoundationModel,
+    pyfunc_kwargs,
+    split_batches,
+)
 from migrainemamba.models.prior import sigmoid
-from migrainemamba.split import make_split
 from migrainemamba.stages.common import finish, tracked
 
 log = logging.getLogger(__name__)
@@ -48,25 +53,6 @@ def load_features(cfg: DictConfig, cohort: PreparedCohort) -> pl.DataFrame:
         return pl.read_parquet(path)
     log.info("no %s: building features (run the features stage to cache them)", path)
     return build_features(cohort.users, cohort.daily_logs)
-
-
-def split_batches(
-    features: pl.DataFrame, cohort: PreparedCohort, split_cfg: dict[str, Any]
-) -> tuple[ForecastBatch, ForecastBatch]:
-    """Scorable train and valid batches of the evaluation's split (cold-start users excluded)."""
-    split = make_split(features, split_cfg)
-
-    def batch(name: str) -> ForecastBatch:
-        rows = split.filter((pl.col("split") == name) & pl.col("scorable") & ~pl.col("cold_start"))
-        if rows.height == 0:
-            raise ValueError(
-                f"foundation: the {name!r} split has no scorable rows; check split {split_cfg}"
-            )
-        return ForecastBatch(
-            cohort.users, cohort.daily_logs, rows.select("user_id", "date"), precomputed=split
-        )
-
-    return batch("train"), batch("valid")
 
 
 def valid_metrics(model: FoundationModel, valid: ForecastBatch) -> dict[str, float]:
