@@ -5,8 +5,10 @@ here, so no table is left out of a migration.
 
 from __future__ import annotations
 
-from migrainemamba.service import models_clinical  # noqa: F401 - registers its tables on Base
-from migrainemamba.service import models_personal  # noqa: F401 - registers personal_states on Base
+from migrainemamba.service import (
+    models_clinical,  # noqa: F401 - registers its tables on Base
+    models_personal,  # noqa: F401 - registers personal_states on Base
+)
 from migrainemamba.service.models_db import Base
 
 __all__ = ["Base"]

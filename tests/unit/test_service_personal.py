@@ -1,0 +1,260 @@
+"""The personal model in the service: its per-user state, kept on outcomes, equals the offline pipeline.
+
+In-process (TestClient, tmp SQLite), with a small personal model fitted here on a simulated
+cohort (the offset is the clinical-prior logistic: fast) and routed to every phase, so the
+state is exercised from day 1. "Today" moves forward day by day (the dependency is
+overridden), so the stored state is resumed incrementally as a person lives their diary:
+morning fields, today's forecast, the rest of the day, the outcome.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from migrainemamba.data.schema import MORNING_FIELDS, OUTCOME_FIELDS, USER_COLUMNS
+from migrainemamba.data.simulator import simulate_cohort
+from migrainemamba.features import PHASES, build_features
+from migrainemamba.models.base import ForecastBatch
+from migrainemamba.models.bayes_logistic import Rows, fit_laplace
+from migrainemamba.models.personal import PersonalConfig, PersonalModel, UserState
+from migrainemamba.models.prior import PriorLogistic
+from migrainemamba.models.trigger_map import ClassRule, MapRows, estimate_map_prior
+from migrainemamba.release.routing import Route
+from migrainemamba.service import personal_state
+from migrainemamba.service.deps import get_today
+from migrainemamba.service.forecasting import Forecaster
+from tests.conftest import simulator_config
+from tests.unit.test_service_support import make_client, make_settings
+
+EXACT = 1e-6  # served vs offline forecast
+# |online - full Laplace refit| of the posterior mean after the online updates since the last
+# weekly refit (at most 6): the single-update tolerance of test_personal (5e-3) accumulated
+ONLINE_VS_REFIT = 6 * 5e-3
+WALK_DAYS = 45
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    cohort = simulate_cohort(simulator_config(n_users=60, n_days=120, seed=5))
+    features = build_features(cohort.users, cohort.daily_logs)
+    targets = features.filter(pl.col("scorable")).select("user_id", "date")
+    batch = ForecastBatch(cohort.users, cohort.daily_logs, targets, precomputed=features)
+    offset = PriorLogistic({"perimenstrual": 2.04, "heavy_alcohol": 2.08, "night_snack": 0.6})
+    offset.fit(batch)
+    model = PersonalModel(PersonalConfig(), offset)
+    model.fit(batch)
+    model.map_setup = (estimate_map_prior(MapRows.build(features, cohort.daily_logs)), ClassRule(z=1.0))
+    return cohort, model
+
+
+def _window(cohort, days: int) -> tuple[dict[str, Any], pl.DataFrame]:
+    """A person with ``days`` consecutive logged days with known outcomes and at least 3 attacks."""
+    logs = cohort.daily_logs.sort("user_id", "date")
+    for (user_id,), rows in logs.group_by("user_id", maintain_order=True):
+        rows = rows.filter(pl.col("migraine_occurred").is_not_null())
+        dates = rows["date"].to_list()
+        for start in range(len(dates) - days + 1):
+            if (dates[start + days - 1] - dates[start]).days == days - 1:
+                window = rows.slice(start, days)
+                if window["migraine_occurred"].sum() >= 3:
+                    user = cohort.users.filter(pl.col("user_id") == user_id).row(0, named=True)
+                    return user, window
+                break
+    raise AssertionError("no simulated person with a long enough window")
+
+
+def _json(row: dict[str, Any], names) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        value = row[name]
+        if value is not None:
+            out[name] = value.isoformat() if isinstance(value, date) else value
+    return out
+
+
+def _offline(model: PersonalModel, users: pl.DataFrame, logs: pl.DataFrame, day: date) -> float:
+    target = pl.DataFrame({"user_id": [users["user_id"][0]], "date": [day]})
+    return float(model.predict(ForecastBatch(users, logs, target))[0])
+
+
+def _forecaster(model: PersonalModel, tmp_path) -> Forecaster:
+    routes = {p: Route(p, "personal", "7", model, "personal/7") for p in PHASES}
+    return Forecaster(routes, make_settings(tmp_path), source="test")
+
+
+def _onboard(client, sim_user: dict[str, Any], shift: timedelta) -> tuple[str, dict[str, str], dict[str, Any]]:
+    profile = {c.name: sim_user[c.name] for c in USER_COLUMNS if c.name != "user_id"}
+    if profile["cycle_start_day"] is not None:
+        profile["cycle_start_day"] = profile["cycle_start_day"] + shift
+    created = client.post("/users/onboarding", json=_json(profile, profile))
+    assert created.status_code == 201, created.text
+    body = created.json()
+    return body["user"]["user_id"], {"Authorization": f"Bearer {body['access_token']}"}, profile
+
+
+def _state(client, user_id: str):
+    with client.app.state.runtime.sessions() as session:
+        row = personal_state.get_state(session, user_id)
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def test_served_personal_forecasts_equal_the_offline_pipeline_day_by_day(fitted, tmp_path, monkeypatch):
+    """A person lives 45 days: each morning's forecast equals the offline prequential one (1e-6);
+    after each outcome the stored state is the resumed loop's, equal to a rebuild from the diary,
+    and within the stated tolerance of a full Laplace refit on every labelled day."""
+    cohort, model = fitted
+    sim_user, window = _window(cohort, WALK_DAYS)
+    first_day = date(2024, 1, 1)
+    shift = first_day - window["date"][0]
+    settings = make_settings(tmp_path)
+    starts: list[int | None] = []  # where each resumption started (None: rebuilt from day 0)
+    resume = model.resume
+
+    def spy(grid, state, stop):
+        starts.append(None if state is None else state.through)
+        return resume(grid, state, stop)
+
+    monkeypatch.setattr(model, "resume", spy)
+    with make_client(settings, today=first_day, forecaster=_forecaster(model, tmp_path)) as client:
+        user_id, headers, profile = _onboard(client, sim_user, shift)
+        users = pl.DataFrame([{**sim_user, **profile, "user_id": user_id}], schema=cohort.users.schema)
+        diary = window.with_columns(pl.col("date") + shift, pl.lit(user_id).alias("user_id"))
+        rest = [c for c in diary.columns if c not in ("user_id", "date", *MORNING_FIELDS, *OUTCOME_FIELDS)]
+        served, population = [], []
+        for k in range(WALK_DAYS):
+            row = diary.row(k, named=True)
+            day = row["date"]
+            client.app.dependency_overrides[get_today] = lambda day=day: day
+            morning = client.post("/logs/submit", json={"user_id": user_id, "date": day.isoformat(), **_json(row, MORNING_FIELDS)}, headers=headers)
+            assert morning.status_code == 201, morning.text
+            got = client.get(f"/predictions/{user_id}", headers=headers)
+            assert got.status_code == 200, got.text
+            body = got.json()
+            expected = _offline(model, users, diary.head(k + 1), day)
+            assert abs(body["probability"] - expected) <= EXACT, (k, body["probability"], expected)
+            assert (body["model_name"], body["model_version"]) == ("personal", "7")
+            served.append(body["probability"])
+            grid = build_features(users, diary.head(k + 1))
+            population.append(float(1 / (1 + np.exp(-model.offset(grid.tail(1))[0]))))
+            # the rest of the day, then its outcome: the state moves to tomorrow
+            day_fields = client.post("/logs/submit", json={"user_id": user_id, "date": day.isoformat(), **_json(row, rest)}, headers=headers)
+            assert day_fields.status_code == 200, day_fields.text
+            outcome = client.put(f"/logs/outcome/{user_id}/{day.isoformat()}", json=_json(row, OUTCOME_FIELDS), headers=headers)
+            assert outcome.status_code == 200, outcome.text
+            state = _state(client, user_id)
+            assert state is not None and state.through_date == day + timedelta(days=1) and state.through_day == k + 1
+        # incremental: rebuilt once (the first forecast), then resumed from the stored state
+        assert starts.count(None) == 1 and len(starts) == 2 * WALK_DAYS, starts
+        monkeypatch.undo()
+        # the stored state = the loop rebuilt from the whole diary, and close to a full refit
+        grid = build_features(users, diary)
+        rebuilt = model.resume(grid, None, WALK_DAYS)
+        np.testing.assert_allclose(state.mean, rebuilt.mean, atol=1e-9)
+        np.testing.assert_allclose(state.cov, rebuilt.cov, atol=1e-9)
+        assert state.refits == WALK_DAYS // 7 and state.updates == int(grid["onset"].is_not_null().sum())
+        diaries = model.one_diary(grid)
+        labelled = ~np.isnan(diaries.y)
+        rows = Rows(diaries.x[labelled], diaries.offset[labelled], diaries.y[labelled], diaries.group[labelled], 1)
+        full = fit_laplace(rows, np.zeros(len(model.prior_var)), model.prior_var)
+        assert np.max(np.abs(np.array(state.mean) - full.mean[0])) < ONLINE_VS_REFIT
+    # days 1-30 (30 days logged before at most 29): the population forecast, exactly; then personal
+    np.testing.assert_allclose(served[:30], population[:30], atol=1e-12)
+    assert np.max(np.abs(np.array(served[30:]) - np.array(population[30:]))) > 1e-4
+
+
+def test_a_past_diary_edit_rebuilds_the_state_and_the_forecast_follows_the_diary(fitted, tmp_path):
+    cohort, model = fitted
+    sim_user, window = _window(cohort, 40)
+    today = date(2024, 3, 1)
+    shift = today - window["date"][-1]
+    forecaster = _forecaster(model, tmp_path)
+    with make_client(make_settings(tmp_path), today=today, forecaster=forecaster) as client:
+        user_id, headers, profile = _onboard(client, sim_user, shift)
+        users = pl.DataFrame([{**sim_user, **profile, "user_id": user_id}], schema=cohort.users.schema)
+        diary = window.with_columns(pl.col("date") + shift, pl.lit(user_id).alias("user_id"))
+        for row in diary.head(39).iter_rows(named=True):  # 39 full days, in date order
+            fields = [c for c in diary.columns if c not in ("user_id",)]
+            assert client.post("/logs/submit", json={"user_id": user_id, **_json(row, fields)}, headers=headers).status_code == 201
+        before = _state(client, user_id)
+        assert before is not None and before.through_date == today
+        first = client.get(f"/predictions/{user_id}", headers=headers).json()
+        assert abs(first["probability"] - _offline(model, users, diary.head(39), today)) <= EXACT
+        # an edit of day 3 (no outcome change): the stored state no longer matches the diary
+        edited_day = diary["date"][2]
+        heavy = {"user_id": user_id, "date": edited_day.isoformat(), "alcohol_drinks": 7, "sleep_hours": 3.0}
+        assert client.post("/logs/submit", json=heavy, headers=headers).status_code == 200
+        stale = _state(client, user_id)
+        assert stale.inputs_fingerprint == before.inputs_fingerprint  # nothing recomputed on a non-outcome write
+        again = client.get(f"/predictions/{user_id}", headers=headers)
+        assert again.headers["X-Forecast"] == "new"
+        edited = diary.head(39).with_columns(
+            pl.when(pl.col("date") == edited_day).then(7).otherwise(pl.col("alcohol_drinks")).alias("alcohol_drinks"),
+            pl.when(pl.col("date") == edited_day).then(3.0).otherwise(pl.col("sleep_hours")).alias("sleep_hours"),
+        )
+        expected = _offline(model, users, edited, today)
+        assert abs(again.json()["probability"] - expected) <= EXACT
+        assert abs(expected - first["probability"]) > 1e-9  # the edit mattered
+        rebuilt = _state(client, user_id)
+        assert rebuilt.inputs_fingerprint != before.inputs_fingerprint
+        # a state of another model version is never resumed
+        with client.app.state.runtime.sessions() as session:
+            row = personal_state.get_state(session, user_id)
+            row.mean = [m + 1.0 for m in row.mean]  # corrupt it, and say it is another model's
+            row.model_version = "6"
+            session.commit()
+        client.post("/logs/submit", json={"user_id": user_id, "date": today.isoformat(), "sleep_hours": 6.5}, headers=headers)
+        third = client.get(f"/predictions/{user_id}", headers=headers).json()
+        edited_today = pl.concat([edited, pl.DataFrame([{**{c: None for c in edited.columns}, "user_id": user_id, "date": today, "sleep_hours": 6.5}], schema=edited.schema)])
+        assert abs(third["probability"] - _offline(model, users, edited_today, today)) <= EXACT
+
+
+def test_the_state_is_exported_and_erased_with_the_user(fitted, tmp_path):
+    cohort, model = fitted
+    sim_user, window = _window(cohort, 10)
+    today = date(2024, 3, 1)
+    shift = today - window["date"][-1]
+    with make_client(make_settings(tmp_path), today=today, forecaster=_forecaster(model, tmp_path)) as client:
+        user_id, headers, _ = _onboard(client, sim_user, shift)
+        diary = window.with_columns(pl.col("date") + shift)
+        for row in diary.iter_rows(named=True):
+            fields = [c for c in diary.columns if c != "user_id"]
+            client.post("/logs/submit", json={"user_id": user_id, **_json(row, fields)}, headers=headers)
+        export = client.get(f"/users/export/{user_id}", headers=headers).json()
+        states = export["tables"]["personal_states"]
+        assert len(states) == 1 and states[0]["through_date"] == (today + timedelta(days=1)).isoformat()
+        assert len(states[0]["mean"]) == len(model.config.terms) == len(states[0]["terms"])
+        erased = client.delete(f"/users/{user_id}", headers=headers).json()
+        assert erased["deleted"]["personal_states"] == 1
+        assert _state(client, user_id) is None
+
+
+def test_without_a_personal_route_no_state_is_kept(fitted, tmp_path):
+    cohort, _ = fitted
+    sim_user, window = _window(cohort, 5)
+    today = date(2024, 3, 1)
+    with make_client(make_settings(tmp_path), today=today) as client:  # built-in base rate everywhere
+        user_id, headers, _ = _onboard(client, sim_user, today - window["date"][-1])
+        row = window.row(4, named=True)
+        body = {"user_id": user_id, **_json(row, [c for c in window.columns if c != "user_id"]), "date": today.isoformat()}
+        assert client.post("/logs/submit", json=body, headers=headers).status_code == 201
+        assert _state(client, user_id) is None
+
+
+def test_resuming_a_state_equals_the_cohort_pass(fitted):
+    """UserState at any day, resumed to a later day, = the state the cohort loop holds there."""
+    cohort, model = fitted
+    uid = cohort.users["user_id"][3]
+    users = cohort.users.filter(pl.col("user_id") == uid)
+    grid = build_features(users, cohort.daily_logs.filter(pl.col("user_id") == uid))
+    whole = model.resume(grid, None, 60)
+    for cut in (0, 13, 14, 20, 59):
+        part = model.resume(grid, model.resume(grid, None, cut), 60)
+        np.testing.assert_allclose(part.mean, whole.mean, atol=1e-9)
+        assert isinstance(part, UserState) and part.through == 60
