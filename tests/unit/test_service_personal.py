@@ -258,3 +258,82 @@ def test_resuming_a_state_equals_the_cohort_pass(fitted):
         part = model.resume(grid, model.resume(grid, None, cut), 60)
         np.testing.assert_allclose(part.mean, whole.mean, atol=1e-9)
         assert isinstance(part, UserState) and part.through == 60
+
+
+# ------------------------------------------------------------------ the trigger map
+
+
+def _alcohol_diary(user_id: str, end: date, days: int) -> list[dict[str, Any]]:
+    """``days`` ordinary days ending ``end``: 6 drinks every 6th evening, an attack the next day;
+    a few attacks without it. Exactly one strong trigger: heavy alcohol (the day before)."""
+    from tests.unit.test_service_support import full_day
+
+    out = []
+    for k in range(days):
+        day = end - timedelta(days=days - 1 - k)
+        values: dict[str, Any] = {"menstruating": None}
+        if k % 6 == 2:
+            values["alcohol_drinks"] = 6
+        if (k % 6 == 3 and k % 12 != 9) or k % 23 == 11:  # most mornings after, and a few others
+            values |= {"migraine_occurred": True, "migraine_severity": 6, "migraine_duration_hours": 8.0}
+        out.append(full_day(user_id, day, **values))
+    return out
+
+
+def test_the_trigger_map_ranks_a_single_strong_trigger_first_after_90_days(fitted, tmp_path):
+    _, model = fitted
+    today = date(2024, 6, 1)
+    no_cycle = {"has_menstrual_cycle": False, "cycle_start_day": None, "gender": "M"}
+    with make_client(make_settings(tmp_path), today=today, forecaster=_forecaster(model, tmp_path)) as client:
+        user_id, headers = _onboard_profile(client, no_cycle)
+        diary = _alcohol_diary(user_id, today - timedelta(days=1), 90)
+        for k, day in enumerate(diary):
+            if k == 29:  # 29 days logged: still the clinical prior, labelled, without the cycle
+                early = client.get(f"/insights/triggers/{user_id}", headers=headers).json()["personal_map"]
+                assert early["phase"] == "15-30" and early["triggers"] == [] and early["method"] is None
+                prior = early["clinical_prior"]
+                assert prior and all(t["basis"] == "clinical prior (not yet your own data)" for t in prior)
+                assert "perimenstrual" not in {t["trigger"] for t in prior}
+            assert client.post("/logs/submit", json=day, headers=headers).status_code == 201
+        body = client.get(f"/insights/triggers/{user_id}", headers=headers)
+        assert body.status_code == 200, body.text
+        block = body.json()["personal_map"]
+    assert block["phase"] == "31+" and block["method"] == "personal" and block["days_logged"] == 90
+    assert block["clinical_prior"] == []
+    names = [t["trigger"] for t in block["triggers"]]
+    assert names[0] == "heavy_alcohol" and block["triggers"][0]["class"] == "trigger", block["triggers"][:3]
+    first = block["triggers"][0]
+    assert first["odds_ratio_lo"] > 1 and first["odds_ratio_lo"] <= first["odds_ratio"] <= first["odds_ratio_hi"]
+    # 15 mornings after drinking; one (day 81) follows an attack day, so it is not labelled
+    assert first["days_exposed"] == 14 and first["onsets_after_exposure"] >= 8  # 8 planned (+ chance)
+    assert "perimenstrual" not in names  # never a trigger this person cannot have
+    assert sum(t["class"] == "trigger" for t in block["triggers"]) == 1
+    for t in block["triggers"]:
+        if t["class"] == "not_enough_data" and t["days_exposed"] > 0:
+            assert t["more_attacks_needed"] is not None and t["more_attacks_needed"] >= 0
+            assert "more attack" in t["note"] or "keep logging" in t["note"]
+        elif t["class"] != "not_enough_data":
+            assert t["more_attacks_needed"] is None
+
+
+def _onboard_profile(client, overrides: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    from tests.unit.test_service_support import onboard
+
+    return onboard(client, **overrides)
+
+
+def test_more_attacks_needed_follows_the_stated_rule():
+    from migrainemamba.service.personal_map import more_attacks_needed
+
+    rule = ClassRule(z=1.0, min_onsets_exposed=2, no_association_or=2.0)
+    # settled already: no attack needed
+    assert more_attacks_needed(1.0, 0.5, 20, 5, 100, rule) == 0
+    # a log OR of 0.3 with sd 0.6, exposed on 20% of days: sd must reach max(0.3, log2-0.3)=0.393
+    need = more_attacks_needed(0.3, 0.6, 20, 2, 100, rule)
+    expected = (1 / 0.39315**2 - 1 / 0.6**2) / (0.2 * 0.8)
+    assert abs(need - expected) <= 1.0
+    # a wider interval needs more attacks; never exposed: cannot be said
+    assert more_attacks_needed(0.3, 1.2, 20, 2, 100, rule) > need
+    assert more_attacks_needed(0.3, 0.6, 0, 0, 100, rule) is None
+    # a positive estimate also needs min_onsets_exposed onsets after exposure
+    assert more_attacks_needed(1.0, 0.5, 10, 0, 100, rule) >= 2 / 0.1 - 1e-9
