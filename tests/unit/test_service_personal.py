@@ -337,3 +337,37 @@ def test_more_attacks_needed_follows_the_stated_rule():
     assert more_attacks_needed(0.3, 0.6, 0, 0, 100, rule) is None
     # a positive estimate also needs min_onsets_exposed onsets after exposure
     assert more_attacks_needed(1.0, 0.5, 10, 0, 100, rule) >= 2 / 0.1 - 1e-9
+
+
+def test_concurrent_outcomes_leave_a_state_equal_to_a_rebuild(fitted, tmp_path):
+    """Outcomes of 30 days sent at once from 6 threads, in shuffled order: the writers of one
+    person are serialised, so the stored state ends as the loop over the final diary."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cohort, model = fitted
+    sim_user, window = _window(cohort, 30)
+    today = date(2024, 3, 1)
+    shift = today - timedelta(days=1) - window["date"][-1]
+    with make_client(make_settings(tmp_path), today=today, forecaster=_forecaster(model, tmp_path)) as client:
+        user_id, headers, profile = _onboard(client, sim_user, shift)
+        users = pl.DataFrame([{**sim_user, **profile, "user_id": user_id}], schema=cohort.users.schema)
+        diary = window.with_columns(pl.col("date") + shift, pl.lit(user_id).alias("user_id"))
+        no_outcome = [c for c in diary.columns if c not in ("user_id", *OUTCOME_FIELDS)]
+        for row in diary.iter_rows(named=True):
+            assert client.post("/logs/submit", json={"user_id": user_id, **_json(row, no_outcome)}, headers=headers).status_code == 201
+        assert _state(client, user_id) is None  # no outcome yet: nothing to learn from
+        rows = list(diary.iter_rows(named=True))
+        np.random.default_rng(0).shuffle(rows)
+
+        def put(row: dict[str, Any]) -> int:
+            url = f"/logs/outcome/{user_id}/{row['date'].isoformat()}"
+            return client.put(url, json=_json(row, OUTCOME_FIELDS), headers=headers).status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            assert set(pool.map(put, rows)) == {200}
+        state = _state(client, user_id)
+    assert state.through_date == diary["date"].max() + timedelta(days=1)
+    assert state.inputs_fingerprint == personal_state.inputs_fingerprint(users, diary, state.through_date)
+    rebuilt = model.resume(build_features(users, diary), None, state.through_day)
+    np.testing.assert_allclose(state.mean, rebuilt.mean, atol=1e-9)
+    np.testing.assert_allclose(state.cov, rebuilt.cov, atol=1e-9)
