@@ -427,7 +427,7 @@ def test_one_user_from_onboarding_through_40_days(server, packaged, foundation_d
         assert (got["model_name"], got["model_version"]) == (name, version), f"step {step}"
         assert abs(got["probability"] - expected) <= EXACT, (step, got["probability"], expected)
         assert 0.0 <= got["confidence"] <= 1.0
-        if name == "foundation":
+        if name in ("foundation", "personal"):  # personal: the foundation's groups + the person's terms
             assert all(t["log_odds"] > 0 for t in got["top_triggers"])
         else:
             assert got["top_triggers"] == []  # the base rate explains nothing

@@ -371,3 +371,25 @@ def test_concurrent_outcomes_leave_a_state_equal_to_a_rebuild(fitted, tmp_path):
     rebuilt = model.resume(build_features(users, diary), None, state.through_day)
     np.testing.assert_allclose(state.mean, rebuilt.mean, atol=1e-9)
     np.testing.assert_allclose(state.cov, rebuilt.cov, atol=1e-9)
+
+
+def test_personal_explanations_add_up_to_the_personal_forecast(fitted):
+    """All groups' log-odds (the offset's, here none, plus the person's terms) + the offset = the
+    personal logit; before day 31 the person's terms are silent."""
+    cohort, model = fitted
+    uid = cohort.daily_logs.group_by("user_id").len().sort("len", "user_id", descending=True)["user_id"][0]
+    users = cohort.users.filter(pl.col("user_id") == uid)
+    logs = cohort.daily_logs.filter(pl.col("user_id") == uid)
+    grid = build_features(users, logs)
+    targets = grid.filter(pl.col("scorable")).select("user_id", "date")
+    batch = ForecastBatch(users, logs, targets, precomputed=grid)
+    items = model.explain(batch, top_k=None)
+    p = model.predict(batch)
+    offset = model.offset(batch.features())
+    logged = batch.features()["days_logged_before"].to_numpy()
+    total = np.array([sum(e["log_odds"] for e in day) for day in items])
+    np.testing.assert_allclose(total + offset, np.log(p) - np.log1p(-p), atol=1e-9)
+    assert all(day == [] for day, n in zip(items, logged, strict=True) if n < 30)
+    late = [day for day, n in zip(items, logged, strict=True) if n >= 30]
+    assert late and all(any(e["group"] == "person" for e in day) for day in late)
+    assert all(e["group"] != "cycle" or users["has_menstrual_cycle"][0] for day in late for e in day)

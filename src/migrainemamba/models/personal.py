@@ -38,7 +38,12 @@ import numpy as np
 import polars as pl
 
 from migrainemamba.features import build_features
-from migrainemamba.features.triggers import TRIGGER_INDICATORS, trigger_indicators
+from migrainemamba.features.triggers import (
+    GROUP_NAMES,
+    TRIGGER_GROUP,
+    TRIGGER_INDICATORS,
+    trigger_indicators,
+)
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.bayes_logistic import (
     Posterior,
@@ -213,6 +218,7 @@ def advance(
     stop: int,
     logit: np.ndarray | None = None,
     refit_at_stop: bool = False,
+    means: np.ndarray | None = None,
 ) -> tuple[int, int]:
     """Move every person's posterior ``state`` (in place) over grid days ``start..stop-1``.
 
@@ -222,7 +228,8 @@ def advance(
     next day begins a week (``refit_every_days``), the full refit on every labelled row before
     it, warm-started from the online state. A person's refit is done only if they have a row
     on that day, or, with ``refit_at_stop``, at ``stop`` itself (the service keeps the state
-    ready for the forecast of day ``stop``). Returns (refits, online updates).
+    ready for the forecast of day ``stop``). ``means`` (rows, K), when given, receives the posterior
+    mean each forecast used (explanations). Returns (refits, online updates).
 
     The one loop of the personal model: the stage's cohort pass (:func:`personalise`, from day 0)
     and the service's resumption of a stored state (:meth:`PersonalModel.resume`) both run it.
@@ -238,6 +245,8 @@ def advance(
         current = state.take(users)
         if logit is not None:
             logit[idx] = predictive_logit(current, diaries.x[idx], diaries.offset[idx], config.moderated)
+        if means is not None:
+            means[idx] = current.mean
         has = labelled[idx]
         if has.any():
             upd = users[has]
@@ -336,6 +345,50 @@ class PersonalModel:
         if out["p"].null_count():
             raise ValueError("personal.predict: some targets have no feature row")
         return out["p"].to_numpy()
+
+    def term_groups(self) -> list[str]:
+        """The explanation group of each term: the level is the person's own ("person"), a trigger
+        its habit group (``features.triggers.TRIGGER_GROUP``), the dynamic terms theirs."""
+        extra = {"prodrome_yesterday": "prodrome", "prodrome_2plus_yesterday": "prodrome", "recent_attack": "attacks"}
+        return [("person" if t == LEVEL else TRIGGER_GROUP.get(t) or extra[t]) for t in self.config.terms]
+
+    def explain(self, batch: ForecastBatch, top_k: int | None = 3) -> list[list[dict[str, Any]]]:
+        """Per forecast, the ``top_k`` groups with the largest |log-odds| (``None``: all groups).
+
+        The offset model's own groups (its ``explain``, when it has one) plus this person's
+        personal terms before the forecast (posterior mean x indicator, in the term's group;
+        ``personal_log_odds``), from day 31 on (before, the forecast is the offset's). With all
+        groups and the plug-in forecast (``moderated: false``), their log-odds plus the offset's
+        baseline give the forecast's logit. Replays the person's diary (prequential, as predict).
+        """
+        features = self.history(batch)
+        diaries, order = Diaries.from_features(features, self.offset(features), self.config)
+        means = np.zeros_like(diaries.x)
+        state = Posterior.prior(len(diaries.length), np.zeros(diaries.x.shape[1]), self.prior_var)
+        advance(diaries, state, self.prior_var, self.config, 0, int(diaries.length.max(initial=0)), means=means)
+        contrib = means * diaries.x
+        contrib[diaries.days_logged_before < self.config.min_days_logged] = 0.0
+        flat = features.select("user_id", "date")[order].with_columns(_row=pl.int_range(pl.len()))
+        rows = batch.targets.select("user_id", "date").join(flat, on=["user_id", "date"], how="left", maintain_order="left")["_row"]
+        if rows.null_count():
+            raise ValueError("personal.explain: some targets have no feature row")
+        offset_explain = getattr(self.offset_model, "explain", None)
+        base = offset_explain(batch, top_k=None) if callable(offset_explain) else [[] for _ in range(len(rows))]
+        groups = self.term_groups()
+        out = []
+        for items, row in zip(base, rows.to_list(), strict=True):
+            by_group = {e["group"]: dict(e, personal_log_odds=0.0) for e in items}
+            for group, value in zip(groups, contrib[row], strict=True):
+                if value == 0.0:
+                    continue
+                item = by_group.setdefault(group, {"group": group, "name": GROUP_NAMES[group], "log_odds": 0.0, "personal_log_odds": 0.0})
+                item["log_odds"] = float(item["log_odds"]) + float(value)
+                item["personal_log_odds"] += float(value)
+            ranked = sorted(by_group.values(), key=lambda e: -abs(e["log_odds"]))
+            for e in ranked:
+                e["odds_multiplier"] = float(np.exp(e["log_odds"]))
+            out.append(ranked if top_k is None else ranked[:top_k])
+        return out
 
     # ----------------------------------------------- one person, resumable (the service)
 
