@@ -340,15 +340,23 @@ def test_more_attacks_needed_follows_the_stated_rule():
 
 
 def test_concurrent_outcomes_leave_a_state_equal_to_a_rebuild(fitted, tmp_path):
+    concurrent_outcomes_leave_a_state_equal_to_a_rebuild(fitted, tmp_path, None)
+
+
+def concurrent_outcomes_leave_a_state_equal_to_a_rebuild(fitted, tmp_path, database_url: str | None) -> None:
     """Outcomes of 30 days sent at once from 6 threads, in shuffled order: the writers of one
-    person are serialised, so the stored state ends as the loop over the final diary."""
+    person are serialised, so the stored state ends as the loop over the final diary; the
+    state is exported with the user and erased with them. (On PostgreSQL too:
+    tests/integration/test_personal_state_db.py.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     cohort, model = fitted
     sim_user, window = _window(cohort, 30)
     today = date(2024, 3, 1)
     shift = today - timedelta(days=1) - window["date"][-1]
-    with make_client(make_settings(tmp_path), today=today, forecaster=_forecaster(model, tmp_path)) as client:
+    overrides = {} if database_url is None else {"database_url": database_url}
+    settings = make_settings(tmp_path, **overrides)
+    with make_client(settings, today=today, forecaster=_forecaster(model, tmp_path)) as client:
         user_id, headers, profile = _onboard(client, sim_user, shift)
         users = pl.DataFrame([{**sim_user, **profile, "user_id": user_id}], schema=cohort.users.schema)
         diary = window.with_columns(pl.col("date") + shift, pl.lit(user_id).alias("user_id"))
@@ -366,6 +374,10 @@ def test_concurrent_outcomes_leave_a_state_equal_to_a_rebuild(fitted, tmp_path):
         with ThreadPoolExecutor(6) as pool:
             assert set(pool.map(put, rows)) == {200}
         state = _state(client, user_id)
+        exported = client.get(f"/users/export/{user_id}", headers=headers).json()["tables"]["personal_states"]
+        assert [r["inputs_fingerprint"] for r in exported] == [state.inputs_fingerprint]
+        assert client.delete(f"/users/{user_id}", headers=headers).json()["deleted"]["personal_states"] == 1
+        assert _state(client, user_id) is None
     assert state.through_date == diary["date"].max() + timedelta(days=1)
     assert state.inputs_fingerprint == personal_state.inputs_fingerprint(users, diary, state.through_date)
     rebuilt = model.resume(build_features(users, diary), None, state.through_day)
