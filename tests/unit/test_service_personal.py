@@ -263,9 +263,9 @@ def test_resuming_a_state_equals_the_cohort_pass(fitted):
 # ------------------------------------------------------------------ the trigger map
 
 
-def _alcohol_diary(user_id: str, end: date, days: int) -> list[dict[str, Any]]:
-    """``days`` ordinary days ending ``end``: 6 drinks every 6th evening, an attack the next day;
-    a few attacks without it. Exactly one strong trigger: heavy alcohol (the day before)."""
+def _alcohol_diary(user_id: str, end: date, days: int, exposure: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``days`` ordinary days ending ``end``: 6 drinks (or ``exposure``) every 6th evening, an
+    attack the next day; a few attacks without it. Exactly one strong trigger (the day before)."""
     from tests.unit.test_service_support import full_day
 
     out = []
@@ -273,7 +273,7 @@ def _alcohol_diary(user_id: str, end: date, days: int) -> list[dict[str, Any]]:
         day = end - timedelta(days=days - 1 - k)
         values: dict[str, Any] = {"menstruating": None}
         if k % 6 == 2:
-            values["alcohol_drinks"] = 6
+            values |= exposure or {"alcohol_drinks": 6}
         if (k % 6 == 3 and k % 12 != 9) or k % 23 == 11:  # most mornings after, and a few others
             values |= {"migraine_occurred": True, "migraine_severity": 6, "migraine_duration_hours": 8.0}
         out.append(full_day(user_id, day, **values))
@@ -314,6 +314,26 @@ def test_the_trigger_map_ranks_a_single_strong_trigger_first_after_90_days(fitte
             assert "more attack" in t["note"] or "keep logging" in t["note"]
         elif t["class"] != "not_enough_data":
             assert t["more_attacks_needed"] is None
+
+
+def test_a_diary_contradicting_the_prior_moves_the_map_away_from_it(fitted, tmp_path):
+    """Night snacks are protective in the clinical prior (OR 0.6) and the map's prior centre is
+    the cohort's; this person's attacks follow their night snacks: their map moves up, far from
+    the prior centre, and calls it a trigger."""
+    _, model = fitted
+    prior, _rule = model.map_setup
+    from migrainemamba.features.retrospective import TRIGGER_NAMES
+
+    centre = float(prior.mean[1 + TRIGGER_NAMES.index("night_snack")])
+    today = date(2024, 6, 1)
+    with make_client(make_settings(tmp_path), today=today, forecaster=_forecaster(model, tmp_path)) as client:
+        user_id, headers = _onboard_profile(client, {"has_menstrual_cycle": False, "cycle_start_day": None, "gender": "M"})
+        for day in _alcohol_diary(user_id, today - timedelta(days=1), 90, exposure={"had_snack": True}):
+            assert client.post("/logs/submit", json=day, headers=headers).status_code == 201
+        block = client.get(f"/insights/triggers/{user_id}", headers=headers).json()["personal_map"]
+    snack = next(t for t in block["triggers"] if t["trigger"] == "night_snack")
+    assert snack["log_odds_ratio"] > centre + 0.5 and snack["odds_ratio_lo"] > 1, (snack, centre)  # measured +0.95
+    assert snack["class"] == "trigger" and block["triggers"][0]["trigger"] == "night_snack"
 
 
 def _onboard_profile(client, overrides: dict[str, Any]) -> tuple[str, dict[str, str]]:
