@@ -179,9 +179,11 @@ def forecast_with_state(session: Session, user_id: str, route: Route, batch: For
     grid = grid.filter((pl.col("user_id") == user_id) & (pl.col("date") <= day))
     first = grid["date"].min()
     stop = (day - first).days
-    stored = _usable(get_state(session, user_id), route, first, day, batch.users, batch.daily_logs)
+    row = get_state(session, user_id)
+    stored = _usable(row, route, first, day, batch.users, batch.daily_logs)
     state = model.resume(grid, stored, stop)
-    if stored is None:  # missing or stale: rebuilt from the diary; keep it for the next request
+    ahead = row is not None and row.through_date > day  # today's outcome is in: keep that state
+    if stored is None and not ahead:  # missing or stale: rebuilt from the diary; keep it
         save_state(session, user_id, route, first, state, batch.users, batch.daily_logs)
         if note is not None:
             note.rebuilt = True
