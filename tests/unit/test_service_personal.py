@@ -439,3 +439,34 @@ def test_personal_explanations_add_up_to_the_personal_forecast(fitted):
     late = [day for day, n in zip(items, logged, strict=True) if n >= 30]
     assert late and all(any(e["group"] == "person" for e in day) for day in late)
     assert all(e["group"] != "cycle" or users["has_menstrual_cycle"][0] for day in late for e in day)
+
+
+def test_a_what_if_through_the_forecaster_reads_the_state_and_never_writes_it(fitted, tmp_path):
+    """``Forecaster.forecast(..., predict=StatefulPredict(session, user, persist=False))`` on a
+    changed diary (a what-if) equals the offline forecast of that diary; the stored state stays."""
+    from migrainemamba.service import crud
+    from migrainemamba.service.forecasting import logs_frame, users_frame
+
+    cohort, model = fitted
+    sim_user, window = _window(cohort, 36)
+    today = date(2024, 3, 1)
+    shift = today - timedelta(days=1) - window["date"][-1]
+    forecaster = _forecaster(model, tmp_path)
+    with make_client(make_settings(tmp_path), today=today, forecaster=forecaster) as client:
+        user_id, headers, _ = _onboard(client, sim_user, shift)
+        diary = window.with_columns(pl.col("date") + shift)
+        for row in diary.iter_rows(named=True):
+            client.post("/logs/submit", json={"user_id": user_id, **_json(row, [c for c in diary.columns if c != "user_id"])}, headers=headers)
+        before = _state(client, user_id)
+        with client.app.state.runtime.sessions() as session:
+            user = crud.get_user(session, user_id)
+            users, logs = users_frame(user), logs_frame(crud.all_logs(session, user_id))
+            for changed in (
+                logs.with_columns(stress_level=pl.lit(9, dtype=logs["stress_level"].dtype)),  # every past day: stale
+                pl.concat([logs, logs.tail(1).with_columns(pl.lit(today).alias("date"), sleep_hours=pl.lit(4.0))]),  # today only
+            ):
+                what_if = forecaster.forecast(users, changed, today, predict=personal_state.StatefulPredict(session, user_id, persist=False))
+                assert abs(what_if.probability - _offline(model, users, changed, today)) <= EXACT
+            session.rollback()
+        after = _state(client, user_id)
+    assert (after.updated_at, after.inputs_fingerprint, after.mean) == (before.updated_at, before.inputs_fingerprint, before.mean)

@@ -158,9 +158,10 @@ class StatefulPredict:
     family forecasts from the user's stored state (resumed to the day, rebuilt and stored if stale);
     every other family predicts as usual."""
 
-    def __init__(self, session: Session, user_id: str) -> None:
+    def __init__(self, session: Session, user_id: str, persist: bool = True) -> None:
         self.session = session
         self.user_id = user_id
+        self.persist = persist  # False in a reader's transaction (e.g. what-if): a rebuild stays in memory
         self.rebuilt = False
 
     def __call__(self, route: Route, batch: ForecastBatch) -> np.ndarray:
@@ -170,7 +171,10 @@ class StatefulPredict:
 
 
 def forecast_with_state(session: Session, user_id: str, route: Route, batch: ForecastBatch, note: StatefulPredict | None = None) -> float:
-    """P(onset) of the batch's one target day from the stored state (stored again when rebuilt)."""
+    """P(onset) of the batch's one target day from the stored state (stored again when rebuilt,
+    unless ``note.persist`` is False). The batch's diary rows before the day must be the stored
+    diary's for the state to be used (else it is rebuilt from the batch's diary: a what-if that
+    changes a past day is computed from the changed diary, and never stored when not persisting)."""
     model: PersonalModel = route.model  # type: ignore[assignment]
     if batch.targets.height != 1:
         raise ValueError("personal state: one forecast day at a time")
@@ -183,7 +187,7 @@ def forecast_with_state(session: Session, user_id: str, route: Route, batch: For
     stored = _usable(row, route, first, day, batch.users, batch.daily_logs)
     state = model.resume(grid, stored, stop)
     ahead = row is not None and row.through_date > day  # today's outcome is in: keep that state
-    if stored is None and not ahead:  # missing or stale: rebuilt from the diary; keep it
+    if stored is None and not ahead and (note is None or note.persist):  # missing or stale: rebuilt; keep it
         save_state(session, user_id, route, first, state, batch.users, batch.daily_logs)
         if note is not None:
             note.rebuilt = True
