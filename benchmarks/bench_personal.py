@@ -2,8 +2,11 @@
 
 - online update after one new outcome (the posterior of one person, 180 days of diary);
 - one full refit of that person (Newton to the Laplace mode on their 180 days);
-- one person's forecast end to end as the service computes it (diary rows -> features ->
+- one person's forecast end to end replaying the diary (diary rows -> features ->
   population offset -> prequential posterior -> forecast), 180 days of diary;
+- the service's stored state (``service.personal_state``): moving it over one new outcome
+  (features of the diary + ``PersonalModel.resume`` by one day), with a weekly refit due, and
+  rebuilding it from the whole diary (a stale state); the forecast from a stored state;
 - the stage's own timings (``metrics/personalize.json`` of the cohort given by --metrics).
 
 The user and the model come from a trained personal model (``--model``, default
@@ -49,6 +52,7 @@ def main() -> None:
     parser.add_argument("--model", default="data/models/personal")
     parser.add_argument("--prepared", default="data/prepared")
     parser.add_argument("--metrics", default="metrics/personalize.json")
+    parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     model = PersonalModel.load(args.model)
     cohort = PreparedCohort.read(Path(args.prepared))
@@ -74,12 +78,32 @@ def main() -> None:
         "full_refit_ms": _median_ms(lambda: fit_laplace(rows, np.zeros(k), model.prior_var), args.reps),
         "forecast_end_to_end_ms": _median_ms(lambda: personalise_user(model, user, history, [today]), max(5, args.reps // 5)),
     }
+    # the service's stored state: grid days 0..n-1 are the 180 diary days (consecutive: +1 for today)
+    n = features.height
+    week = (n // model.config.refit_every_days) * model.config.refit_every_days
+    yesterday, before_week = model.resume(features, None, n - 1), model.resume(features, None, week - 1)
+    target = pl.DataFrame({"user_id": [uid], "date": [today]})
+    with_today = build_features(user, history, forecast_dates=target)
+    stored = model.resume(features, None, n)
+    results |= {
+        "service_state_update_after_an_outcome_ms": _median_ms(
+            lambda: model.resume(build_features(user, history), yesterday, n), args.reps
+        ),
+        "service_state_update_with_weekly_refit_ms": _median_ms(
+            lambda: model.resume(build_features(user, history), before_week, week), args.reps
+        ),
+        "service_state_rebuild_ms": _median_ms(lambda: model.resume(build_features(user, history), None, n), max(5, args.reps // 5)),
+        "service_forecast_from_stored_state_ms": _median_ms(
+            lambda: model.forecast_last(with_today, model.resume(with_today, stored, n)), args.reps
+        ),
+    }
     metrics_path = Path(args.metrics)
     if metrics_path.is_file():
         results["stage"] = json.loads(metrics_path.read_text()).get("timings", {})
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0]}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

@@ -96,6 +96,7 @@ def test_export_erase_export_on_each_backend(database_url, tmp_path):  # noqa: F
             "predictions": 1,
             "medications": 4,
             "questionnaires": 2,
+            "personal_states": 0,  # no personal model routed here (test_service_personal covers it)
         }
         exported = client.get(f"/users/export/{user_id}", headers=headers).json()
         assert exported["counts"] == before
@@ -116,6 +117,7 @@ def test_export_erase_export_on_each_backend(database_url, tmp_path):  # noqa: F
             "predictions": 0,
             "medications": 1,
             "questionnaires": 0,
+            "personal_states": 0,
         }
     engine = make_engine(database_url)
     try:

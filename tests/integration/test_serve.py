@@ -1,9 +1,11 @@
 """The real server, end to end: select -> package -> `bentoml serve` the bento -> one user's 40 days.
 
-A small foundation model is trained here on the small simulated cohort. A
-hand-made evaluation report makes the selection rule route ``1-14`` and ``31+``
-to it and ``15-30`` to the built-in base rate (a tie within tolerance), so the
-serving model changes at both phase boundaries. The ``package`` stage then runs
+A small foundation model and, on its log-odds, a small personal model (empirical-Bayes
+prior, trigger-map prior) are trained here on the small simulated cohort. A hand-made
+evaluation report makes the selection rule route ``1-14`` to the foundation model,
+``15-30`` to the built-in base rate (a tie within tolerance) and ``31+`` to the personal
+model (its paired interval above the others), so the serving model changes at both phase
+boundaries and the personal model serves from day 31. The ``package`` stage then runs
 for real (a subprocess, tracking off, BENTOML_HOME in a tmp folder), and the
 unpacked export of the bento it built, the layout a container runs, is served
 by ``bentoml serve`` on a free 127.0.0.1 port with a tmp SQLite database.
@@ -17,7 +19,11 @@ consecutive days, shifted so that their last day is T. Each served probability
 must equal the offline pipeline's (``build_features`` over the same history,
 with T's whole row, then the routed model's ``predict``; models loaded from the
 files trained here, not the bento's copies) within 1e-6; the phase must change
-at steps 15 and 31 and the reported model follow the routing table.
+at steps 15 and 31 and the reported model follow the routing table. Growing
+backwards edits the past at every step, so each personal forecast rebuilds the
+user's stored state from the diary; a second user logs forward (in date order, each
+outcome moving their stored state on, weekly refits included) and their day-40
+forecast, served from that state, must equal the offline one too.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from migrainemamba.features import PHASES, build_features, phase_of
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.baselines import RunningBaseRate
 from migrainemamba.models.foundation import FoundationConfig, FoundationModel
+from migrainemamba.models.personal import PersonalModel, config_from_dict
+from migrainemamba.models.trigger_map import ClassRule, MapRows, estimate_map_prior, save_map_setup
 from migrainemamba.service.settings import without_service_settings
 from migrainemamba.split import make_split
 
@@ -101,6 +109,24 @@ def foundation_dir(small_cohort, work) -> Path:
     return model.save(work / "models" / "foundation")
 
 
+@pytest.fixture(scope="module")
+def personal_dir(small_cohort, foundation_dir, work) -> Path:
+    """The personal model on the foundation's log-odds: its prior by empirical Bayes on the
+    train split, the trigger map's prior estimated there too, saved as the stage saves it."""
+    cfg = load_config()
+    features = build_features(small_cohort.users, small_cohort.daily_logs)
+    split = make_split(features, to_dict(cfg.split))
+    train = split.filter((pl.col("split") == "train") & pl.col("scorable") & ~pl.col("cold_start"))
+    keys = ("triggers", "extra_terms", "level", "refit_every_days", "min_days_logged", "moderated", "init_prior_sd")
+    config = config_from_dict({k: v for k, v in to_dict(cfg.personal).items() if k in keys} | {"eb_max_iter": 20})
+    model = PersonalModel(config, FoundationModel.load(foundation_dir), foundation_dir)
+    model.fit(ForecastBatch(small_cohort.users, small_cohort.daily_logs, train.select("user_id", "date"), split))
+    out = model.save(work / "models" / "personal")
+    prior = estimate_map_prior(MapRows.build(split.filter((pl.col("split") == "train") & ~pl.col("cold_start")), small_cohort.daily_logs))
+    save_map_setup(out, prior, ClassRule(z=1.0))
+    return out
+
+
 def _scores(brier_skill: float, diff_lo: float | None = None) -> dict[str, float]:
     out = {
         "brier_skill": brier_skill,
@@ -119,12 +145,22 @@ def _scores(brier_skill: float, diff_lo: float | None = None) -> dict[str, float
 
 
 @pytest.fixture(scope="module")
-def packaged(work, foundation_dir) -> dict[str, Any]:
+def packaged(work, foundation_dir, personal_dir) -> dict[str, Any]:
     """Run the package stage for real on a hand-made report; its metrics/package.json."""
+    beats_foundation = {
+        "brier_skill_minus_foundation": 0.02,
+        "brier_skill_minus_foundation_lo": 0.01,
+        "brier_skill_minus_foundation_hi": 0.03,
+    }
     phases = {
-        "1-14": {"base_rate": _scores(0.0), "foundation": _scores(0.03, 0.01)},
-        "15-30": {"base_rate": _scores(0.0), "foundation": _scores(0.001, -0.005)},  # a tie
-        "31+": {"base_rate": _scores(0.0), "foundation": _scores(0.02, 0.005)},
+        # personal = foundation until day 31: a tie, the simpler foundation wins
+        "1-14": {"base_rate": _scores(0.0), "foundation": _scores(0.03, 0.01), "personal": _scores(0.03, 0.01)},
+        "15-30": {"base_rate": _scores(0.0), "foundation": _scores(0.001, -0.005), "personal": _scores(0.001, -0.005)},
+        "31+": {
+            "base_rate": _scores(0.0),
+            "foundation": _scores(0.02, 0.005),
+            "personal": _scores(0.04, 0.02) | beats_foundation,
+        },
     }
     report = work / "data" / "evaluation" / "report.json"
     report.parent.mkdir(parents=True)
@@ -134,6 +170,7 @@ def packaged(work, foundation_dir) -> dict[str, Any]:
         f"paths.metrics={work / 'metrics'}",
         f"foundation.model_dir={foundation_dir}",
         f"temporal.model_dir={work / 'models' / 'temporal'}",  # not trained: skipped
+        f"personal.model_dir={personal_dir}",
         f"serve.bentoml_home={work / 'bentoml_home'}",
         "tracking.enabled=false",
     ]
@@ -227,18 +264,26 @@ def _stop(proc: subprocess.Popen) -> None:
 # --------------------------------------------------------------- packaging
 
 
-def test_package_stage_builds_a_servable_bento(packaged, foundation_dir):
+def test_package_stage_builds_a_servable_bento(packaged, foundation_dir, personal_dir):
     from migrainemamba.release.selection import tree_sha256
 
     routing = packaged["routing"]
     assert routing["15-30"] == "base_rate:builtin"
-    assert routing["1-14"] == routing["31+"] and routing["1-14"].startswith("foundation:local-")
+    assert routing["1-14"].startswith("foundation:local-")
+    assert routing["31+"].startswith("personal:local-")
     version = routing["1-14"].split(":")[1]
-    assert packaged["models"] == [f"migrainemamba-foundation:{version}"]
+    personal_version = routing["31+"].split(":")[1]
+    assert sorted(packaged["models"]) == sorted(
+        [f"migrainemamba-foundation:{version}", f"migrainemamba-personal:{personal_version}"]
+    )
     bento = Path(packaged["bento_dir"])
     # the models travel inside the bento, byte-identical to the evaluated ones
     model_files = bento / "models" / "migrainemamba-foundation" / version / "foundation"
     assert tree_sha256(model_files) == tree_sha256(foundation_dir)
+    # the personal folder: EB prior, trigger-map prior and rule, and the offset model it sits on
+    personal_files = bento / "models" / "migrainemamba-personal" / personal_version / "personal"
+    assert tree_sha256(personal_files) == tree_sha256(personal_dir)
+    assert {"personal.json", "trigger_map.json", "offset"} <= {p.name for p in personal_files.iterdir()}
     assert (bento / "src" / "migrainemamba" / "service" / "service.py").is_file()
     assert not list((bento / "src").rglob("__pycache__"))
     # the generated Dockerfile: routing table inside the image, CPU torch, OpenMP for LightGBM
@@ -300,7 +345,7 @@ def _offline(users: pl.DataFrame, logs: pl.DataFrame, day: date, model) -> tuple
     return float(np.asarray(model.predict(batch))[0]), batch.features()["phase"][0]
 
 
-def test_one_user_from_onboarding_through_40_days(server, packaged, foundation_dir, small_cohort):
+def test_one_user_from_onboarding_through_40_days(server, packaged, foundation_dir, personal_dir, small_cohort):
     api = server["api"]
     client = httpx.Client(base_url=api, timeout=30)
     sim_user, window = _walk_window(small_cohort)
@@ -331,7 +376,11 @@ def test_one_user_from_onboarding_through_40_days(server, packaged, foundation_d
     assert today_row["date"] == today
 
     routing = {p: tuple(packaged["routing"][p].split(":")) for p in PHASES}
-    models = {"foundation": FoundationModel.load(foundation_dir), "base_rate": RunningBaseRate()}
+    models = {
+        "foundation": FoundationModel.load(foundation_dir),
+        "base_rate": RunningBaseRate(),
+        "personal": PersonalModel.load(personal_dir),
+    }
 
     operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
     ready = httpx.get(f"{api}/ready", headers=operator, timeout=10).json()
@@ -378,7 +427,7 @@ def test_one_user_from_onboarding_through_40_days(server, packaged, foundation_d
         assert (got["model_name"], got["model_version"]) == (name, version), f"step {step}"
         assert abs(got["probability"] - expected) <= EXACT, (step, got["probability"], expected)
         assert 0.0 <= got["confidence"] <= 1.0
-        if name == "foundation":
+        if name in ("foundation", "personal"):  # personal: the foundation's groups + the person's terms
             assert all(t["log_odds"] > 0 for t in got["top_triggers"])
         else:
             assert got["top_triggers"] == []  # the base rate explains nothing
@@ -392,6 +441,7 @@ def test_one_user_from_onboarding_through_40_days(server, packaged, foundation_d
     )
     models_used = [f["model_name"] for f in served]
     assert models_used[13] != models_used[14] and models_used[29] != models_used[30]
+    assert models_used[30:] == ["personal"] * 10
 
     # one stored forecast for today (recomputed at every step), the last one
     stored = client.get(f"/predictions/history/{user_id}").json()
@@ -416,6 +466,46 @@ def test_one_user_from_onboarding_through_40_days(server, packaged, foundation_d
         f"{api}/predictions/{user_id}", headers={"Authorization": f"Bearer {other['access_token']}"}
     )
     assert denied.status_code == 403
+
+
+def test_a_user_logging_forward_is_served_from_their_stored_personal_state(
+    server, packaged, personal_dir, small_cohort
+):
+    """39 past days logged in date order (each outcome moves the stored state on, with the
+    weekly refits), then today's morning: the 31+ forecast comes from the stored state and
+    equals the offline pipeline's; the state is in the user's export."""
+    client = httpx.Client(base_url=server["api"], timeout=30)
+    sim_user, window = _walk_window(small_cohort)
+    profile = {c.name: sim_user[c.name] for c in USER_COLUMNS if c.name != "user_id"}
+    created = client.post("/users/onboarding", json=_json_values(profile, profile)).json()
+    user_id = created["user"]["user_id"]
+    client.headers["Authorization"] = f"Bearer {created['access_token']}"
+    today = datetime.fromisoformat(created["user"]["created_at"]).date()
+    shift = today - window["date"][-1]
+    if sim_user["cycle_start_day"] is not None:
+        profile["cycle_start_day"] = sim_user["cycle_start_day"] + shift
+        client.put(f"/users/profile/{user_id}", json=_json_values(profile, ["cycle_start_day"]))
+    diary = window.with_columns(pl.col("date") + shift, pl.lit(user_id).alias("user_id"))
+    users = pl.DataFrame([{**sim_user, **profile, "user_id": user_id}], schema=small_cohort.users.schema)
+    fields = [c for c in diary.columns if c != "user_id"]
+    for row in diary.head(DAYS - 1).iter_rows(named=True):
+        response = client.post("/logs/submit", json={"user_id": user_id, **_json_values(row, fields)})
+        assert response.status_code == 201, response.text
+    today_row = diary.row(DAYS - 1, named=True)
+    morning = {"user_id": user_id, "date": today.isoformat(), **_json_values(today_row, MORNING_FIELDS)}
+    assert client.post("/logs/submit", json=morning).status_code == 201
+    export = client.get(f"/users/export/{user_id}").json()
+    states = export["tables"]["personal_states"]
+    assert len(states) == 1 and states[0]["through_date"] == today.isoformat()
+    assert states[0]["refits"] == (DAYS - 1) // 7 and states[0]["model_name"] == "personal"
+    got = client.get(f"/predictions/{user_id}").json()
+    if got["date"] != today.isoformat():
+        pytest.skip("midnight (UTC) passed during the test: the server's today moved")
+    assert (got["phase"], got["model_name"]) == ("31+", "personal")
+    expected, _ = _offline(users, diary, today, PersonalModel.load(personal_dir))
+    assert abs(got["probability"] - expected) <= EXACT, (got["probability"], expected)
+    again = client.get(f"/users/export/{user_id}").json()["tables"]["personal_states"][0]
+    assert again["updated_at"] == states[0]["updated_at"]  # served from it, not rebuilt
 
 
 def test_service_docs_health_and_metrics(server):

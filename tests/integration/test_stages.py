@@ -117,3 +117,8 @@ def test_personalize_writes_the_trigger_map_and_scores_on_a_tiny_cohort(tmp_path
     assert metrics["reference_gap"] and (tmp_path / "personal" / "reference.parquet").exists()
     assert json.loads((tmp_path / "metrics" / "personalize.json").read_text())["timings"]["stage_seconds"] > 0
     assert (tmp_path / "models" / "personal" / "personal.json").exists()
+    # the map's prior and rule travel with the model (the service's /insights/triggers reads them)
+    from migrainemamba.models.personal import PersonalModel
+
+    served = PersonalModel.load(tmp_path / "models" / "personal")
+    assert served.map_setup is not None and served.map_setup[1].z == metrics["trigger_rule_z"]

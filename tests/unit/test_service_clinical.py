@@ -479,6 +479,7 @@ def test_export_then_erase_then_export_is_404(client, user):
     assert document["counts"] == {
         "daily_logs": 20,
         "medications": 5,
+        "personal_states": 0,  # the built-in base rate serves here: no personal model state
         "predictions": 1,
         "questionnaires": 1,
         "users": 1,
@@ -494,6 +495,7 @@ def test_export_then_erase_then_export_is_404(client, user):
         "daily_logs.csv",
         "manifest.json",
         "medications.csv",
+        "personal_states.csv",
         "predictions.csv",
         "questionnaires.csv",
         "users.csv",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from migrainemamba.features.triggers import TRIGGER_INDICATORS
+from migrainemamba.features.triggers import TRIGGER_GROUP, TRIGGER_INDICATORS
 
 # D's own day fields that the map may use (joined from the diary row of D)
 SAME_DAY_FIELDS: tuple[str, ...] = ("caffeine_drinks", "skipped_meals", "bright_light_exposure", "water_glasses")
@@ -33,6 +33,12 @@ RETROSPECTIVE_TRIGGERS: dict[str, pl.Expr] = {
     "dehydration": pl.col(f"{_SAME}water_glasses") <= 3,
 }
 TRIGGER_NAMES: tuple[str, ...] = tuple(RETROSPECTIVE_TRIGGERS)
+# the habit group of each map trigger (features.triggers.GROUP_NAMES); the two that exist only
+# looking back belong to the groups of their forecast-time relatives
+RETROSPECTIVE_GROUP: dict[str, str] = {name: TRIGGER_GROUP.get(name, "") for name in TRIGGER_NAMES} | {
+    "caffeine_high": "caffeine",
+    "fasting": "meals",
+}
 
 
 def retrospective_exposures(features: pl.DataFrame, daily_logs: pl.DataFrame) -> pl.DataFrame:

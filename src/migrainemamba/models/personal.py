@@ -38,7 +38,12 @@ import numpy as np
 import polars as pl
 
 from migrainemamba.features import build_features
-from migrainemamba.features.triggers import TRIGGER_INDICATORS, trigger_indicators
+from migrainemamba.features.triggers import (
+    GROUP_NAMES,
+    TRIGGER_GROUP,
+    TRIGGER_INDICATORS,
+    trigger_indicators,
+)
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.bayes_logistic import (
     Posterior,
@@ -49,6 +54,7 @@ from migrainemamba.models.bayes_logistic import (
     predictive_logit,
     sigmoid,
 )
+from migrainemamba.models.trigger_map import ClassRule, MapPrior, load_map_setup
 
 log = logging.getLogger(__name__)
 
@@ -178,43 +184,96 @@ def personalise(diaries: Diaries, prior_var: np.ndarray, config: PersonalConfig)
 
     For week w of each person's diary (days 7w..7w+6 since their first day): refit on their
     labelled rows with t < 7w (warm start from the online state), then for each day forecast
-    from the current posterior and, if the day is labelled, update online.
+    from the current posterior and, if the day is labelled, update online (:func:`advance`).
     """
     started = time.perf_counter()
     n_users, k = len(diaries.length), diaries.x.shape[1]
-    prior_mean = np.zeros(k)
-    state = Posterior.prior(n_users, prior_mean, prior_var)
+    state = Posterior.prior(n_users, np.zeros(k), prior_var)
     logit = np.empty(len(diaries.t))
-    labelled = ~np.isnan(diaries.y)
-    step = config.refit_every_days
-    refits = 0
-    n_weeks = int(np.ceil(diaries.length.max(initial=0) / step))
-    for week in range(n_weeks):
-        active = np.flatnonzero(diaries.length > week * step)
-        if week > 0:
-            rows_mask = labelled & (diaries.t < week * step) & (diaries.length[diaries.group] > week * step)
-            local = np.full(n_users, -1)
-            local[active] = np.arange(len(active))
-            rows = Rows(
-                diaries.x[rows_mask], diaries.offset[rows_mask], diaries.y[rows_mask], local[diaries.group[rows_mask]], len(active)
-            )
-            state.put(active, fit_laplace(rows, prior_mean, prior_var, init=state.mean[active]))
-            refits += 1
-        for day in range(week * step, (week + 1) * step):
-            users = np.flatnonzero(diaries.length > day)
-            if len(users) == 0:
-                break
-            idx = diaries.start[users] + day
-            current = state.take(users)
-            logit[idx] = predictive_logit(current, diaries.x[idx], diaries.offset[idx], config.moderated)
-            has = labelled[idx]
-            if has.any():
-                upd = users[has]
-                state.put(upd, online_update(current.take(np.flatnonzero(has)), diaries.x[idx[has]], diaries.offset[idx[has]], diaries.y[idx[has]]))
+    refits, _ = advance(diaries, state, prior_var, config, 0, int(diaries.length.max(initial=0)), logit)
     # population forecast until the person has logged min_days_logged days
     early = diaries.days_logged_before < config.min_days_logged
     logit[early] = diaries.offset[early]
     return Prequential(logit, state, refits, time.perf_counter() - started)
+
+
+def _refit(diaries: Diaries, state: Posterior, prior_var: np.ndarray, active: np.ndarray, day: int) -> None:
+    """The weekly refit before grid day ``day`` of the people ``active``: every labelled row before it."""
+    labelled = ~np.isnan(diaries.y)
+    is_active = np.zeros(len(diaries.length), bool)
+    is_active[active] = True
+    rows_mask = labelled & (diaries.t < day) & is_active[diaries.group]
+    local = np.full(len(diaries.length), -1)
+    local[active] = np.arange(len(active))
+    rows = Rows(diaries.x[rows_mask], diaries.offset[rows_mask], diaries.y[rows_mask], local[diaries.group[rows_mask]], len(active))
+    state.put(active, fit_laplace(rows, np.zeros(len(prior_var)), prior_var, init=state.mean[active]))
+
+
+def advance(
+    diaries: Diaries,
+    state: Posterior,
+    prior_var: np.ndarray,
+    config: PersonalConfig,
+    start: int,
+    stop: int,
+    logit: np.ndarray | None = None,
+    refit_at_stop: bool = False,
+    means: np.ndarray | None = None,
+) -> tuple[int, int]:
+    """Move every person's posterior ``state`` (in place) over grid days ``start..stop-1``.
+
+    ``state`` on entry is the state before the forecast of day ``start`` (its weekly refit, if
+    ``start`` begins a week, already done). Each day: the forecast (into ``logit``, when given)
+    from the current posterior, then the online update if the day is labelled, then, when the
+    next day begins a week (``refit_every_days``), the full refit on every labelled row before
+    it, warm-started from the online state. A person's refit is done only if they have a row
+    on that day, or, with ``refit_at_stop``, at ``stop`` itself (the service keeps the state
+    ready for the forecast of day ``stop``). ``means`` (rows, K), when given, receives the posterior
+    mean each forecast used (explanations). Returns (refits, online updates).
+
+    The one loop of the personal model: the stage's cohort pass (:func:`personalise`, from day 0)
+    and the service's resumption of a stored state (:meth:`PersonalModel.resume`) both run it.
+    """
+    labelled = ~np.isnan(diaries.y)
+    step = config.refit_every_days
+    refits = updates = 0
+    for day in range(start, stop):
+        users = np.flatnonzero(diaries.length > day)
+        if len(users) == 0:
+            break
+        idx = diaries.start[users] + day
+        current = state.take(users)
+        if logit is not None:
+            logit[idx] = predictive_logit(current, diaries.x[idx], diaries.offset[idx], config.moderated)
+        if means is not None:
+            means[idx] = current.mean
+        has = labelled[idx]
+        if has.any():
+            upd = users[has]
+            state.put(upd, online_update(current.take(np.flatnonzero(has)), diaries.x[idx[has]], diaries.offset[idx[has]], diaries.y[idx[has]]))
+            updates += int(has.sum())
+        nxt = day + 1
+        if nxt % step == 0:
+            active = np.flatnonzero(diaries.length >= nxt if refit_at_stop and nxt == stop else diaries.length > nxt)
+            if len(active):
+                _refit(diaries, state, prior_var, active, nxt)
+                refits += 1
+    return refits, updates
+
+
+@dataclass
+class UserState:
+    """One person's posterior before the forecast of their grid day ``through`` (days since their
+    first grid day), the weekly refit due on that day included: what the service persists."""
+
+    through: int
+    mean: np.ndarray  # (K,)
+    cov: np.ndarray  # (K, K)
+    refits: int = 0
+    updates: int = 0
+
+    def posterior(self) -> Posterior:
+        return Posterior(np.array(self.mean, float)[None, :], np.array(self.cov, float)[None, :, :])
 
 
 def training_rows(diaries: Diaries) -> Rows:
@@ -237,6 +296,8 @@ class PersonalModel:
         self.offset_model = offset_model
         self.offset_dir = Path(offset_dir) if offset_dir is not None else None
         self.eb_trace: list[float] = []
+        # the trigger map's prior and class rule (``trigger_map.MAP_FILE``), when the folder has them
+        self.map_setup: tuple[MapPrior, ClassRule] | None = None
 
     @property
     def prior_var(self) -> np.ndarray:
@@ -285,6 +346,99 @@ class PersonalModel:
             raise ValueError("personal.predict: some targets have no feature row")
         return out["p"].to_numpy()
 
+    def term_groups(self) -> list[str]:
+        """The explanation group of each term: the level is the person's own ("person"), a trigger
+        its habit group (``features.triggers.TRIGGER_GROUP``), the dynamic terms theirs."""
+        extra = {"prodrome_yesterday": "prodrome", "prodrome_2plus_yesterday": "prodrome", "recent_attack": "attacks"}
+        return [("person" if t == LEVEL else TRIGGER_GROUP.get(t) or extra[t]) for t in self.config.terms]
+
+    def explain(self, batch: ForecastBatch, top_k: int | None = 3) -> list[list[dict[str, Any]]]:
+        """Per forecast, the ``top_k`` groups with the largest |log-odds| (``None``: all groups).
+
+        The offset model's own groups (its ``explain``, when it has one) plus this person's
+        personal terms before the forecast (posterior mean x indicator, in the term's group;
+        ``personal_log_odds``), from day 31 on (before, the forecast is the offset's). With all
+        groups and the plug-in forecast (``moderated: false``), their log-odds plus the offset's
+        baseline give the forecast's logit. Replays the person's diary (prequential, as predict).
+        """
+        features = self.history(batch)
+        diaries, order = Diaries.from_features(features, self.offset(features), self.config)
+        means = np.zeros_like(diaries.x)
+        state = Posterior.prior(len(diaries.length), np.zeros(diaries.x.shape[1]), self.prior_var)
+        advance(diaries, state, self.prior_var, self.config, 0, int(diaries.length.max(initial=0)), means=means)
+        contrib = means * diaries.x
+        contrib[diaries.days_logged_before < self.config.min_days_logged] = 0.0
+        flat = features.select("user_id", "date")[order].with_columns(_row=pl.int_range(pl.len()))
+        rows = batch.targets.select("user_id", "date").join(flat, on=["user_id", "date"], how="left", maintain_order="left")["_row"]
+        if rows.null_count():
+            raise ValueError("personal.explain: some targets have no feature row")
+        offset_explain = getattr(self.offset_model, "explain", None)
+        base = offset_explain(batch, top_k=None) if callable(offset_explain) else [[] for _ in range(len(rows))]
+        groups = self.term_groups()
+        out = []
+        for items, row in zip(base, rows.to_list(), strict=True):
+            by_group = {e["group"]: dict(e, personal_log_odds=0.0) for e in items}
+            for group, value in zip(groups, contrib[row], strict=True):
+                if value == 0.0:
+                    continue
+                item = by_group.setdefault(group, {"group": group, "name": GROUP_NAMES[group], "log_odds": 0.0, "personal_log_odds": 0.0})
+                item["log_odds"] = float(item["log_odds"]) + float(value)
+                item["personal_log_odds"] += float(value)
+            ranked = sorted(by_group.values(), key=lambda e: -abs(e["log_odds"]))
+            for e in ranked:
+                e["odds_multiplier"] = float(np.exp(e["log_odds"]))
+            out.append(ranked if top_k is None else ranked[:top_k])
+        return out
+
+    # ----------------------------------------------- one person, resumable (the service)
+
+    def one_diary(self, features: pl.DataFrame, offsets_from: int = 0) -> Diaries:
+        """One person's grid (``build_features`` rows) as :class:`Diaries`; the offset model is
+        run on grid days ``offsets_from`` onwards only (the rows a resumption reads), NaN before."""
+        if features["user_id"].n_unique() != 1:
+            raise ValueError(f"personal: one person's grid expected, got {features['user_id'].n_unique()} people")
+        grid = features.sort("date")
+        offset = np.full(grid.height, np.nan)
+        if offsets_from < grid.height:
+            offset[offsets_from:] = self.offset(grid.slice(offsets_from))
+        diaries, _ = Diaries.from_features(grid, offset, self.config)
+        return diaries
+
+    def resume(self, features: pl.DataFrame, state: UserState | None, stop: int) -> UserState:
+        """One person's :class:`UserState` before the forecast of grid day ``stop``, from ``state``
+        (a state of the same grid, ``state.through <= stop``; None: the prior at day 0) by the
+        loop of the cohort pass (:func:`advance`), so it equals the stage's prequential state.
+
+        ``features``: the person's grid covering at least days ``0..stop-1``. The offset model runs
+        on the days from ``state.through`` only, unless a weekly refit falls in between (it reads
+        every labelled day before it). Bounded: O(days since ``state``) plus one refit per week.
+        """
+        start = 0 if state is None else int(state.through)
+        if not 0 <= start <= stop:
+            raise ValueError(f"personal.resume: the state is at day {start}, asked for day {stop}")
+        step = self.config.refit_every_days
+        crosses_refit = stop // step > start // step
+        diaries = self.one_diary(features, 0 if crosses_refit else start)
+        if diaries.length[0] < stop:
+            raise ValueError(f"personal.resume: the grid has {diaries.length[0]} days, the state needs {stop}")
+        post = Posterior.prior(1, np.zeros(len(self.config.terms)), self.prior_var) if state is None else state.posterior()
+        refits, updates = advance(diaries, post, self.prior_var, self.config, start, stop, refit_at_stop=True)
+        before = (0, 0) if state is None else (state.refits, state.updates)
+        return UserState(stop, post.mean[0].copy(), post.cov[0].copy(), before[0] + refits, before[1] + updates)
+
+    def forecast_last(self, features: pl.DataFrame, state: UserState) -> float:
+        """P(onset) on the last day of one person's grid from their state before it (``state.through``
+        must be that day): the population forecast until ``min_days_logged`` days are logged."""
+        grid = features.sort("date")
+        if state.through != grid.height - 1:
+            raise ValueError(f"personal.forecast_last: the state is at day {state.through}, the grid's last day is {grid.height - 1}")
+        last = grid.tail(1)
+        offset = self.offset(last)
+        if float(last["days_logged_before"][0]) < self.config.min_days_logged:
+            return float(sigmoid(offset)[0])
+        logit = predictive_logit(state.posterior(), design(last, self.config), offset, self.config.moderated)
+        return float(sigmoid(logit)[0])
+
     # ---------------------------------------------------------- persistence
 
     def save(self, directory: str | Path) -> Path:
@@ -308,6 +462,7 @@ class PersonalModel:
         meta = json.loads((src / META_FILE).read_text())
         model = cls(PersonalConfig(**meta["config"]), FoundationModel.load(src / OFFSET_DIR), src / OFFSET_DIR)
         model.eb_trace = list(meta.get("eb_log_evidence", []))
+        model.map_setup = load_map_setup(src)
         return model
 
 

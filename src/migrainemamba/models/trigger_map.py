@@ -22,8 +22,10 @@ otherwise ``not_enough_data``. Its false-"trigger" rate is measured on the simul
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -34,6 +36,7 @@ from migrainemamba.models.bayes_logistic import Rows, empirical_bayes, fit_lapla
 log = logging.getLogger(__name__)
 
 CLASSES = ("trigger", "protective", "no_association", "not_enough_data")
+MAP_FILE = "trigger_map.json"  # in the personal model's folder: the map prior and class rule it serves
 MAP_COLUMNS = ("user_id", "horizon_days", "method", "trigger", "log_or", "lo", "hi", "n_exposed", "n_onsets_exposed", "class")
 RATE_CLIP = (1e-3, 0.9)
 
@@ -126,6 +129,31 @@ class MapPrior:
     def as_dict(self) -> dict[str, dict[str, float]]:
         names = ("level", *TRIGGER_NAMES)
         return {n: {"mean": float(m), "sd": float(np.sqrt(v))} for n, m, v in zip(names, self.mean, self.var)}
+
+
+def save_map_setup(directory: str | Path, prior: MapPrior, rule: ClassRule) -> Path:
+    """The map's prior and class rule, stored beside the personal model (the service reads them)."""
+    path = Path(directory) / MAP_FILE
+    names = ["level", *TRIGGER_NAMES]
+    payload = {
+        "terms": names,
+        "mean": [float(v) for v in prior.mean],
+        "var": [float(v) for v in prior.var],
+        "rule": {f.name: getattr(rule, f.name) for f in fields(rule)},
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def load_map_setup(directory: str | Path) -> tuple[MapPrior, ClassRule] | None:
+    """:func:`save_map_setup`'s prior and rule, or None when the folder has none."""
+    path = Path(directory) / MAP_FILE
+    if not path.is_file():
+        return None
+    payload = json.loads(path.read_text())
+    if payload["terms"] != ["level", *TRIGGER_NAMES]:
+        raise ValueError(f"{path}: map terms {payload['terms']} are not this code's level + {list(TRIGGER_NAMES)}")
+    return MapPrior(np.array(payload["mean"], float), np.array(payload["var"], float)), ClassRule(**payload["rule"])
 
 
 def estimate_map_prior(train: MapRows, centre: str = "population", init_sd: float = 0.3, max_iter: int = 60) -> MapPrior:

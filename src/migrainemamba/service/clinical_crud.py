@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from migrainemamba.data.schema import MEDICATION_COLUMNS, MEDICATIONS_SCHEMA
+from migrainemamba.service import models as _every_table  # noqa: F401 - owned_tables sees every table
 from migrainemamba.service.models_clinical import Medication, Questionnaire, owned_tables
 
 __all__ = ["owned_tables"]  # re-exported for the export route

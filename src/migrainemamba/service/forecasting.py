@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -163,6 +163,14 @@ def _triggers(fitting_items: list[dict[str, Any]], k: int) -> list[dict[str, Any
     ]
 
 
+Predict = Callable[[Route, ForecastBatch], np.ndarray]
+
+
+def model_predict(route: Route, batch: ForecastBatch) -> np.ndarray:
+    """The routed model's own prediction (a stateful family replays the diary: exact, slower)."""
+    return np.asarray(route.model.predict(batch), dtype=float)
+
+
 class Forecaster:
     """Routes each forecast to the model of its phase and turns its output into a :class:`Forecast`."""
 
@@ -210,10 +218,14 @@ class Forecaster:
         logs: pl.DataFrame,
         day: date,
         inputs_fingerprint: str | None = None,
+        predict: Predict | None = None,
     ) -> Forecast:
         """The forecast for ``day`` of the single user in ``users`` (see the module docstring).
 
         ``inputs_fingerprint``: the caller's fingerprint of the inputs (else computed here).
+        ``predict``: how the routed model predicts (default ``route.model.predict(batch)``); the
+        forecast route passes ``personal_state.StatefulPredict`` so the personal family resumes the
+        user's stored state instead of replaying the whole diary (same number either way).
         """
         user_id = users["user_id"][0]
         seen = visible_logs(logs, day)
@@ -222,7 +234,7 @@ class Forecaster:
         batch = ForecastBatch(users, seen, target, precomputed=features)
         row = batch.features().row(0, named=True)
         route = self.route(row["phase"])
-        probability = float(np.asarray(route.model.predict(batch), dtype=float)[0])
+        probability = float(np.asarray((predict or model_predict)(route, batch), dtype=float)[0])
         if not np.isfinite(probability) or not 0.0 <= probability <= 1.0:
             raise RuntimeError(
                 f"model {route.model_name} {route.model_version} returned {probability} for {user_id} {day}"

@@ -37,7 +37,13 @@ from migrainemamba.models.foundation import FoundationModel
 from migrainemamba.models.personal import PersonalModel, config_from_dict
 from migrainemamba.models.personal_pyfunc import log_personal_model
 from migrainemamba.models.prior import sigmoid
-from migrainemamba.models.trigger_map import ClassRule, MapRows, estimate_map_prior, trigger_maps
+from migrainemamba.models.trigger_map import (
+    ClassRule,
+    MapRows,
+    estimate_map_prior,
+    save_map_setup,
+    trigger_maps,
+)
 from migrainemamba.pipeline import write_json
 from migrainemamba.split import make_split
 from migrainemamba.stages.common import finish, tracked
@@ -238,6 +244,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trigger_map = _reclassify(maps_cold, rule)
         trigger_map.drop("sd").write_parquet(out_dir / "trigger_map.parquet")
         write_json(out_dir / "map_prior.json", {"prior": prior.as_dict(), "rule": vars(rule)})
+        save_map_setup(model_dir, prior, rule)  # served with the model (/insights/triggers)
         if cohort.truth_users is not None:
             rec = recovery(trigger_map, cohort.truth_users)
             rec.write_parquet(out_dir / "trigger_recovery.parquet")

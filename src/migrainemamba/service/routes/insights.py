@@ -6,32 +6,35 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 
-from migrainemamba.service import clinical_crud, crud
+from migrainemamba.service import clinical_crud, crud, personal_map
 from migrainemamba.service import insights as compute
 from migrainemamba.service.db import SessionDep
 from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep
 from migrainemamba.service.forecasting import logs_frame, users_frame
-from migrainemamba.service.schemas import RecommendationsOut, TriggersOut, WeeklyStatsOut
+from migrainemamba.service.schemas import RecommendationsOut, WeeklyStatsOut
 from migrainemamba.service.schemas_insights import PatternsOut, WhatIfSet
+from migrainemamba.service.schemas_personal import PersonalTriggersOut
 from migrainemamba.service.what_if import what_if
 
 router = APIRouter(prefix="/insights", tags=["insights"])
 
 
-@router.get("/triggers/{user_id}", response_model=TriggersOut)
+@router.get("/triggers/{user_id}", response_model=PersonalTriggersOut)
 def triggers(
     user: OwnedUser,
     session: SessionDep,
     forecaster: ForecasterDep,
     settings: SettingsDep,
     today: TodayDep,
-) -> TriggersOut:
-    """The model's explanations over the recent days, and onset rates with/without each trigger in the diary."""
+) -> PersonalTriggersOut:
+    """The model's explanations over the recent days, onset rates with/without each trigger in the
+    diary, and ``personal_map``: from day 31 your own trigger map (class, odds ratio with interval,
+    evidence, attacks still needed), before it the clinical prior, labelled as such."""
     logs = logs_frame(crud.all_logs(session, user.user_id))
-    result = compute.triggers(
-        forecaster, users_frame(user), logs, today, settings.insights_window_days
-    )
-    return TriggersOut.model_validate(result)
+    users = users_frame(user)
+    result = compute.triggers(forecaster, users, logs, today, settings.insights_window_days)
+    result["personal_map"] = personal_map.trigger_map(forecaster, users, logs, today)
+    return PersonalTriggersOut.model_validate(result)
 
 
 @router.get("/weekly-stats/{user_id}", response_model=WeeklyStatsOut)

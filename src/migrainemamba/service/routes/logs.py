@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi import Path as FastAPIPath
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
-from migrainemamba.service import crud
+from migrainemamba.service import crud, personal_state
 from migrainemamba.service.db import SessionDep
 from migrainemamba.service.deps import (
     ForecasterDep,
@@ -20,6 +22,8 @@ from migrainemamba.service.deps import (
     authorize,
     reject_future,
 )
+from migrainemamba.service.forecasting import Forecaster, logs_frame, users_frame
+from migrainemamba.service.models_db import Prediction, User
 from migrainemamba.service.schemas import (
     DATE_LIMITS,
     DailyLogOut,
@@ -31,6 +35,7 @@ from migrainemamba.service.schemas import (
     OutcomeUpdate,
     PredictionOut,
 )
+from migrainemamba.service.settings import Settings
 
 router = APIRouter(prefix="/logs", tags=["logs"])
 
@@ -86,7 +91,7 @@ def submit(
     row, created = crud.upsert_log(session, user.user_id, body.date, values)
     crud.refresh_progress(session, user, forecaster)
     if "migraine_occurred" in values:
-        crud.score_predictions(session, user, crud.outcome_days(body.date), settings)
+        _absorb_outcome(session, user, forecaster, settings, body.date)
     session.commit()
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return LogSubmitResponse(created=created, log=DailyLogOut.model_validate(row))
@@ -105,6 +110,17 @@ def history(
     return LogHistory(
         user_id=user.user_id, count=len(rows), logs=[DailyLogOut.model_validate(r) for r in rows]
     )
+
+
+def _absorb_outcome(
+    session: Session, user: User, forecaster: Forecaster, settings: Settings, day: date
+) -> list[Prediction]:
+    """An outcome of ``day`` was written: rescore the forecasts it decides and move the personal
+    model's state (``personal_state.after_outcome``), in the outcome's writer transaction."""
+    logs = logs_frame(crud.all_logs(session, user.user_id))
+    scored = crud.score_predictions(session, user, crud.outcome_days(day), settings, logs=logs)
+    personal_state.after_outcome(session, user.user_id, forecaster, users_frame(user), logs)
+    return scored
 
 
 class OutcomeResponse(BaseModel):
@@ -133,7 +149,7 @@ def outcome(
     values = body.model_dump()
     row, _ = crud.upsert_log(session, user.user_id, date, values)
     crud.refresh_progress(session, user, forecaster)
-    scored = crud.score_predictions(session, user, crud.outcome_days(date), settings)
+    scored = _absorb_outcome(session, user, forecaster, settings, date)
     session.commit()
     same_day = next((p for p in scored if p.date == date), None)
     return OutcomeResponse(

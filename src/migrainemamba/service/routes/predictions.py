@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from migrainemamba.service import crud
+from migrainemamba.service import crud, personal_state
 from migrainemamba.service.db import SessionDep, begin_writer
 from migrainemamba.service.deps import ForecasterDep, OwnedUser, SettingsDep, TodayDep, authorize
 from migrainemamba.service.forecasting import logs_frame, users_frame
@@ -117,7 +117,9 @@ def today_forecast(
         return _with_usual_day(session, stored)
     users = users_frame(user)
     logs = logs_frame(crud.all_logs(session, user.user_id, end=today))
-    forecast = forecaster.forecast(users, logs, today, inputs_fingerprint=version)
+    # the personal family forecasts from the user's stored state (personal_state)
+    predict = personal_state.StatefulPredict(session, user.user_id)
+    forecast = forecaster.forecast(users, logs, today, inputs_fingerprint=version, predict=predict)
     recent = logs.filter(logs["date"] > today - timedelta(days=14)).height
     recommendations = forecast_recommendations(
         forecast, forecaster.clinical_prior(), bool(user.has_menstrual_cycle), recent  # type: ignore[attr-defined]

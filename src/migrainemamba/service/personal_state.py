@@ -1,0 +1,194 @@
+"""The personal model's per-user state in the database: kept current on outcomes, served on forecasts.
+
+The personal model (``models.personal``) forecasts day D from a posterior over the person's
+labelled days before D: refitted in full at the start of each week of their grid (weeks
+counted from their first diary day) and updated online after each labelled day. The stage
+runs that loop over a whole cohort; the service keeps each person's posterior in
+``personal_states`` (``models_personal``) and resumes the *same* loop
+(``PersonalModel.resume`` -> ``models.personal.advance``) from it, so the served forecast of
+a day is the offline pipeline's prequential forecast of that day (the walk test checks 1e-6).
+
+When it moves
+-------------
+- **Outcome** (``after_outcome``, inside the outcome's writer transaction, the user's row
+  locked: writers of one person are serialised, so two outcomes cannot interleave): the state
+  is moved to the day after the latest day with a reported outcome, with the online update of
+  each newly labelled day and the weekly refit when a week starts on the way. Time is bounded
+  by the diary: one feature pass over it, the offset model on the days since the stored state
+  (or every day when a refit is due), O(K^2) per day, one refit (Newton on the labelled days,
+  K = 14 terms) per week crossed.
+- **Forecast** (``StatefulPredict``, in the forecast's writer transaction): the stored state is
+  moved, in memory, over the days between it and the forecast day (unlabelled days: nothing to
+  absorb; a refit if a week starts), then D is forecast from it.
+
+Stale means rebuilt, never served
+---------------------------------
+A stored state is used only if its model (name, version) is the one serving, its first day is
+the grid's first day, its terms are the model's, it lies on or before the day asked for, and
+``inputs_fingerprint`` equals the hash of the profile and of every diary row before its
+``through_date`` *now*. Otherwise (no state yet, a diary day before it edited, added or removed,
+a profile edit, a new model) it is rebuilt from the diary by the same loop from day 0 and
+stored again. A diary edit never leaves a state that disagrees with the offline forecast.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from migrainemamba.data.schema import DAILY_LOG_COLUMNS, USER_COLUMNS
+from migrainemamba.features import build_features
+from migrainemamba.models.base import ForecastBatch
+from migrainemamba.models.personal import PersonalModel, UserState
+from migrainemamba.release.routing import Route
+from migrainemamba.service.forecasting import Forecaster, fingerprint
+from migrainemamba.service.models_personal import PersonalState
+
+log = logging.getLogger(__name__)
+
+PERSONAL = "personal"
+
+
+def personal_route(forecaster: Forecaster) -> Route | None:
+    """The route of a phase served by the personal family (the same model serves all its phases), if any."""
+    for route in forecaster.routes.values():
+        if route.model_name == PERSONAL and isinstance(route.model, PersonalModel):
+            return route
+    return None
+
+
+def inputs_fingerprint(users: pl.DataFrame, logs: pl.DataFrame, before: date) -> str:
+    """Hash of the profile and of every diary row dated before ``before`` (contract columns)."""
+    rows = logs.filter(pl.col("date") < before).sort("date").select([c.name for c in DAILY_LOG_COLUMNS])
+    return fingerprint(users.select([c.name for c in USER_COLUMNS]), rows)
+
+
+def get_state(session: Session, user_id: str) -> PersonalState | None:
+    return session.scalar(select(PersonalState).where(PersonalState.user_id == user_id))
+
+
+def _usable(row: PersonalState | None, route: Route, first: date, stop: date, users: pl.DataFrame, logs: pl.DataFrame) -> UserState | None:
+    """The stored state as a :class:`UserState` if it may be resumed towards ``stop`` (module docstring)."""
+    if row is None:
+        return None
+    model: PersonalModel = route.model  # type: ignore[assignment]
+    if (
+        (row.model_name, row.model_version) != (route.model_name, route.model_version)
+        or row.first_date != first
+        or row.through_date > stop
+        or list(row.terms) != list(model.config.terms)
+        or row.inputs_fingerprint != inputs_fingerprint(users, logs, row.through_date)
+    ):
+        return None
+    return UserState(row.through_day, np.array(row.mean, float), np.array(row.cov, float), row.refits, row.updates)
+
+
+def save_state(
+    session: Session, user_id: str, route: Route, first: date, state: UserState, users: pl.DataFrame, logs: pl.DataFrame
+) -> PersonalState:
+    """Insert or replace the user's state (the caller's transaction holds the user's writer lock)."""
+    model: PersonalModel = route.model  # type: ignore[assignment]
+    through = first + timedelta(days=int(state.through))
+    values: dict[str, Any] = {
+        "model_name": route.model_name,
+        "model_version": route.model_version,
+        "first_date": first,
+        "through_date": through,
+        "through_day": int(state.through),
+        "terms": list(model.config.terms),
+        "mean": [float(v) for v in state.mean],
+        "cov": [[float(v) for v in row] for row in state.cov],
+        "refits": int(state.refits),
+        "updates": int(state.updates),
+        "inputs_fingerprint": inputs_fingerprint(users, logs, through),
+    }
+    row = get_state(session, user_id)
+    if row is None:
+        try:
+            with session.begin_nested():
+                row = PersonalState(user_id=user_id, **values)
+                session.add(row)
+            return row
+        except IntegrityError:  # a concurrent first state (a writer without the lock)
+            row = get_state(session, user_id)
+            if row is None:
+                raise
+    for name, value in values.items():
+        setattr(row, name, value)
+    session.flush()
+    return row
+
+
+def _grid(users: pl.DataFrame, logs: pl.DataFrame, target: date | None) -> pl.DataFrame:
+    dates = None if target is None else pl.DataFrame({"user_id": [users["user_id"][0]], "date": [target]})
+    return build_features(users, logs, forecast_dates=dates)
+
+
+def after_outcome(session: Session, user_id: str, forecaster: Forecaster, users: pl.DataFrame, logs: pl.DataFrame) -> PersonalState | None:
+    """Move the user's state to the day after their latest reported outcome (module docstring).
+
+    ``logs``: the whole diary as it stands in this transaction. Nothing to do (None) when no phase
+    is served by the personal family or no outcome is reported yet.
+    """
+    route = personal_route(forecaster)
+    reported = logs.filter(pl.col("migraine_occurred").is_not_null())
+    if route is None or reported.is_empty():
+        return None
+    model: PersonalModel = route.model  # type: ignore[assignment]
+    stop_date = reported["date"].max() + timedelta(days=1)
+    history = logs.filter(pl.col("date") < stop_date)
+    first = history["date"].min()
+    start = _usable(get_state(session, user_id), route, first, stop_date, users, logs)
+    grid = _grid(users, history, None)
+    state = model.resume(grid, start, (stop_date - first).days)
+    if start is None:
+        log.info("personal state of %s rebuilt from the diary (through %s)", user_id, stop_date)
+    return save_state(session, user_id, route, first, state, users, logs)
+
+
+class StatefulPredict:
+    """``Forecaster.forecast``'s ``predict`` hook in the forecast's writer transaction: the personal
+    family forecasts from the user's stored state (resumed to the day, rebuilt and stored if stale);
+    every other family predicts as usual."""
+
+    def __init__(self, session: Session, user_id: str, persist: bool = True) -> None:
+        self.session = session
+        self.user_id = user_id
+        self.persist = persist  # False in a reader's transaction (e.g. what-if): a rebuild stays in memory
+        self.rebuilt = False
+
+    def __call__(self, route: Route, batch: ForecastBatch) -> np.ndarray:
+        if route.model_name != PERSONAL or not isinstance(route.model, PersonalModel):
+            return np.asarray(route.model.predict(batch), dtype=float)
+        return np.array([forecast_with_state(self.session, self.user_id, route, batch, self)])
+
+
+def forecast_with_state(session: Session, user_id: str, route: Route, batch: ForecastBatch, note: StatefulPredict | None = None) -> float:
+    """P(onset) of the batch's one target day from the stored state (stored again when rebuilt,
+    unless ``note.persist`` is False). The batch's diary rows before the day must be the stored
+    diary's for the state to be used (else it is rebuilt from the batch's diary: a what-if that
+    changes a past day is computed from the changed diary, and never stored when not persisting)."""
+    model: PersonalModel = route.model  # type: ignore[assignment]
+    if batch.targets.height != 1:
+        raise ValueError("personal state: one forecast day at a time")
+    day = batch.targets["date"][0]
+    grid = batch.precomputed if batch.precomputed is not None else _grid(batch.users, batch.daily_logs, day)
+    grid = grid.filter((pl.col("user_id") == user_id) & (pl.col("date") <= day))
+    first = grid["date"].min()
+    stop = (day - first).days
+    row = get_state(session, user_id)
+    stored = _usable(row, route, first, day, batch.users, batch.daily_logs)
+    state = model.resume(grid, stored, stop)
+    ahead = row is not None and row.through_date > day  # today's outcome is in: keep that state
+    if stored is None and not ahead and (note is None or note.persist):  # missing or stale: rebuilt; keep it
+        save_state(session, user_id, route, first, state, batch.users, batch.daily_logs)
+        if note is not None:
+            note.rebuilt = True
+    return model.forecast_last(grid, state)
