@@ -6,7 +6,8 @@
   population offset -> prequential posterior -> forecast), 180 days of diary;
 - the service's stored state (``service.personal_state``): moving it over one new outcome
   (features of the diary + ``PersonalModel.resume`` by one day), with a weekly refit due, and
-  rebuilding it from the whole diary (a stale state); the forecast from a stored state;
+  rebuilding it from the whole diary (a stale state); the forecast from a stored state; the
+  forecast's explanation replaying the diary and from the stored state (what the service does);
 - the stage's own timings (``metrics/personalize.json`` of the cohort given by --metrics).
 
 The user and the model come from a trained personal model (``--model``, default
@@ -29,6 +30,7 @@ import polars as pl
 
 from migrainemamba.data.prepare import PreparedCohort
 from migrainemamba.features import build_features
+from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.bayes_logistic import Rows, fit_laplace, online_update
 from migrainemamba.models.personal import Diaries, PersonalModel, personalise_user
 
@@ -85,6 +87,7 @@ def main() -> None:
     target = pl.DataFrame({"user_id": [uid], "date": [today]})
     with_today = build_features(user, history, forecast_dates=target)
     stored = model.resume(features, None, n)
+    today_batch = ForecastBatch(user, history, target, precomputed=with_today)
     results |= {
         "service_state_update_after_an_outcome_ms": _median_ms(
             lambda: model.resume(build_features(user, history), yesterday, n), args.reps
@@ -95,6 +98,12 @@ def main() -> None:
         "service_state_rebuild_ms": _median_ms(lambda: model.resume(build_features(user, history), None, n), max(5, args.reps // 5)),
         "service_forecast_from_stored_state_ms": _median_ms(
             lambda: model.forecast_last(with_today, model.resume(with_today, stored, n)), args.reps
+        ),
+        # the forecast's explanation (every group): replaying the diary, or from the resumed state
+        # (what the service does since the forecast hook explains; the offset model's own explain included)
+        "explain_replaying_the_diary_ms": _median_ms(lambda: model.explain(today_batch, top_k=None), max(5, args.reps // 5)),
+        "service_explain_from_stored_state_ms": _median_ms(
+            lambda: model.explain_last(today_batch, with_today, model.resume(with_today, stored, n)), args.reps
         ),
     }
     metrics_path = Path(args.metrics)

@@ -502,8 +502,16 @@ def test_a_user_logging_forward_is_served_from_their_stored_personal_state(
     if got["date"] != today.isoformat():
         pytest.skip("midnight (UTC) passed during the test: the server's today moved")
     assert (got["phase"], got["model_name"]) == ("31+", "personal")
-    expected, _ = _offline(users, diary, today, PersonalModel.load(personal_dir))
+    model = PersonalModel.load(personal_dir)
+    expected, _ = _offline(users, diary, today, model)
     assert abs(got["probability"] - expected) <= EXACT, (got["probability"], expected)
+    # explained from that same state (no replay): the offline explanation's numbers, group by group
+    target = pl.DataFrame({"user_id": [user_id], "date": [today]})
+    batch = ForecastBatch(users, diary, target, precomputed=build_features(users, diary, forecast_dates=target))
+    offline = {e["group"]: e["log_odds"] for e in model.explain(batch, top_k=None)[0]}
+    assert got["top_triggers"], "no trigger shown at day 40"
+    for t in got["top_triggers"]:
+        assert abs(t["log_odds"] - offline[t["group"]]) <= 1e-4, (t, offline)
     again = client.get(f"/users/export/{user_id}").json()["tables"]["personal_states"][0]
     assert again["updated_at"] == states[0]["updated_at"]  # served from it, not rebuilt
 

@@ -470,3 +470,172 @@ def test_a_what_if_through_the_forecaster_reads_the_state_and_never_writes_it(fi
             session.rollback()
         after = _state(client, user_id)
     assert (after.updated_at, after.inputs_fingerprint, after.mean) == (before.updated_at, before.inputs_fingerprint, before.mean)
+
+
+def _lived(client, cohort, days: int, today: date):
+    """A person whose ``days``-day window ends today, every day before today logged in full
+    (outcomes included): their state is through today. Returns (user_id, headers, users, diary)."""
+    sim_user, window = _window(cohort, days)
+    shift = today - window["date"][-1]
+    user_id, headers, profile = _onboard(client, sim_user, shift)
+    users = pl.DataFrame([{**sim_user, **profile, "user_id": user_id}], schema=cohort.users.schema)
+    diary = window.with_columns(pl.col("date") + shift, pl.lit(user_id).alias("user_id"))
+    fields = [c for c in diary.columns if c != "user_id"]
+    for row in diary.head(days - 1).iter_rows(named=True):
+        assert client.post("/logs/submit", json={"user_id": user_id, **_json(row, fields)}, headers=headers).status_code == 201
+    return user_id, headers, users, diary
+
+
+def _assert_state_is_a_rebuild(model: PersonalModel, state, users: pl.DataFrame, diary: pl.DataFrame) -> None:
+    grid = build_features(users, diary.filter(pl.col("date") < state.through_date))
+    rebuilt = PersonalModel.resume(model, grid, None, state.through_day)  # the class's: a test's spy on the model sees nothing
+    np.testing.assert_allclose(state.mean, rebuilt.mean, atol=1e-9)
+    np.testing.assert_allclose(state.cov, rebuilt.cov, atol=1e-9)
+    assert state.inputs_fingerprint == personal_state.inputs_fingerprint(users, diary, state.through_date)
+
+
+def test_a_failing_state_update_never_fails_the_outcome_write(fitted, tmp_path, monkeypatch, caplog):
+    """Fault injection: the state update raises (a model error) on a stored state whose numbers
+    are wrong but plausible. The outcome writes (PUT and a submit carrying an outcome) still
+    answer 200 and are stored, the state is dropped and the failure logged; the next forecast
+    rebuilds the state and equals the offline pipeline (a kept state would have misled it).
+    A malformed stored state (NaN, wrong shape) is rebuilt by the outcome itself."""
+    cohort, model = fitted
+    today = date(2024, 3, 1)
+    with make_client(make_settings(tmp_path), today=today, forecaster=_forecaster(model, tmp_path)) as client:
+        user_id, headers, users, diary = _lived(client, cohort, 36, today)
+        with client.app.state.runtime.sessions() as session:
+            row = personal_state.get_state(session, user_id)
+            assert row.through_date == today
+            row.mean = [m + 1.0 for m in row.mean]  # wrong, but passes every check: only dropping it helps
+            session.commit()
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("injected model failure")
+
+        monkeypatch.setattr(model, "resume", broken)
+        yesterday = diary.row(34, named=True)
+        flipped = {"migraine_occurred": not yesterday["migraine_occurred"]}
+        with caplog.at_level("ERROR", logger=personal_state.__name__):
+            put = client.put(f"/logs/outcome/{user_id}/{yesterday['date'].isoformat()}", json=flipped, headers=headers)
+            assert put.status_code == 200, put.text
+            again = {"user_id": user_id, "date": yesterday["date"].isoformat(), **_json(yesterday, OUTCOME_FIELDS)}
+            submit = client.post("/logs/submit", json=again, headers=headers)
+            assert submit.status_code == 200, submit.text
+        failures = [r for r in caplog.records if "not updated after an outcome" in r.getMessage()]
+        assert len(failures) == 2 and all(r.exc_info is not None for r in failures)
+        monkeypatch.undo()
+        assert _state(client, user_id) is None
+        stored = client.get(f"/logs/history/{user_id}", headers=headers).json()["logs"][0]
+        assert (stored["date"], stored["migraine_occurred"]) == (yesterday["date"].isoformat(), yesterday["migraine_occurred"])
+        # the next forecast rebuilds the state from the diary and equals the offline pipeline
+        got = client.get(f"/predictions/{user_id}", headers=headers)
+        assert got.status_code == 200 and got.headers["X-Forecast"] == "new", got.text
+        past = diary.head(35)
+        assert abs(got.json()["probability"] - _offline(model, users, past, today)) <= EXACT
+        state = _state(client, user_id)
+        assert state.through_date == today
+        _assert_state_is_a_rebuild(model, state, users, past)
+        # a malformed stored state is not resumed: today's outcome rebuilds it, no failure
+        with client.app.state.runtime.sessions() as session:
+            personal_state.get_state(session, user_id).cov = [[float("nan")]]
+            session.commit()
+        caplog.clear()
+        done = diary.row(35, named=True)
+        put = client.put(f"/logs/outcome/{user_id}/{today.isoformat()}", json=_json(done, OUTCOME_FIELDS), headers=headers)
+        assert put.status_code == 200, put.text
+        assert not [r for r in caplog.records if "not updated after an outcome" in r.getMessage()]
+        state = _state(client, user_id)
+        assert state.through_date == today + timedelta(days=1)
+        outcome_only = pl.concat([past, pl.DataFrame([{**{c: None for c in diary.columns}, "user_id": user_id, "date": today, **{f: done[f] for f in OUTCOME_FIELDS}}], schema=diary.schema)])
+        _assert_state_is_a_rebuild(model, state, users, outcome_only)
+
+
+def test_a_late_outcome_rebuilds_the_state_and_the_next_forecast_follows_it(fitted, tmp_path, monkeypatch):
+    """An outcome of a day the state has passed (here changed: day 26 of 35) makes the stored state
+    stale: the outcome's update rebuilds it from day 0 (not resumed from the stale one), and the
+    next forecast, resumed from it, equals the offline pipeline on the changed diary."""
+    cohort, model = fitted
+    today = date(2024, 3, 1)
+    starts: list[int | None] = []
+    resume = model.resume
+
+    def spy(grid, state, stop):
+        starts.append(None if state is None else state.through)
+        return resume(grid, state, stop)
+
+    with make_client(make_settings(tmp_path), today=today, forecaster=_forecaster(model, tmp_path)) as client:
+        user_id, headers, users, diary = _lived(client, cohort, 36, today)
+        past = diary.head(35)
+        first = client.get(f"/predictions/{user_id}", headers=headers).json()
+        before = _state(client, user_id)
+        assert before.through_date == today
+        monkeypatch.setattr(model, "resume", spy)
+        late = past.row(25, named=True)
+        flipped = not late["migraine_occurred"]
+        put = client.put(f"/logs/outcome/{user_id}/{late['date'].isoformat()}", json={"migraine_occurred": flipped}, headers=headers)
+        assert put.status_code == 200, put.text
+        assert starts == [None]  # rebuilt from day 0, not resumed from the stale state
+        changed = past.with_columns(
+            pl.when(pl.col("date") == late["date"]).then(flipped).otherwise(pl.col("migraine_occurred")).alias("migraine_occurred"),
+            *[pl.when(pl.col("date") == late["date"]).then(None).otherwise(pl.col(f)).alias(f) for f in OUTCOME_FIELDS[1:]],
+        )
+        state = _state(client, user_id)
+        assert state.through_date == today and state.inputs_fingerprint != before.inputs_fingerprint
+        _assert_state_is_a_rebuild(model, state, users, changed)
+        again = client.get(f"/predictions/{user_id}", headers=headers)
+        assert again.headers["X-Forecast"] == "new"
+        assert starts == [None, 35]  # the forecast resumed the rebuilt state
+        expected = _offline(model, users, changed, today)
+        assert abs(again.json()["probability"] - expected) <= EXACT
+        assert abs(expected - first["probability"]) > 1e-9  # the late outcome mattered
+
+
+def test_the_forecast_is_explained_from_the_state_it_resumed(fitted, tmp_path, monkeypatch):
+    """With the personal family routed, a forecast resumes the stored state once and explains
+    itself from it (no replay): the same explanation items as the replaying ``explain``, and all
+    groups plus the offset add up to the forecast's logit (1e-9)."""
+    from migrainemamba.service import crud
+    from migrainemamba.service.forecasting import logs_frame, model_predict, users_frame
+
+    cohort, model = fitted
+    today = date(2024, 3, 1)
+    forecaster = _forecaster(model, tmp_path)
+    with make_client(make_settings(tmp_path), today=today, forecaster=forecaster) as client:
+        user_id, _, users, _ = _lived(client, cohort, 40, today)
+        with client.app.state.runtime.sessions() as session:
+            logs = logs_frame(crud.all_logs(session, user_id))
+            users = users_frame(crud.get_user(session, user_id))
+            replayed = forecaster.forecast(users, logs, today, predict=model_predict)
+            calls = {"resume": 0}
+            resume = model.resume
+
+            def counted(*args, **kwargs):
+                calls["resume"] += 1
+                return resume(*args, **kwargs)
+
+            def no_replay(*args, **kwargs):
+                raise AssertionError("the forecast replayed the diary to explain itself")
+
+            monkeypatch.setattr(model, "resume", counted)
+            monkeypatch.setattr(model, "explain", no_replay)
+            hook = personal_state.StatefulPredict(session, user_id, persist=False)
+            served = forecaster.forecast(users, logs, today, predict=hook)
+            monkeypatch.undo()
+            assert calls["resume"] == 1 and not hook.rebuilt
+            session.rollback()
+    assert served.history_days >= 30 and served.contributions  # the personal terms speak
+    assert abs(served.probability - replayed.probability) <= 1e-12
+    assert [e["group"] for e in served.contributions] == [e["group"] for e in replayed.contributions]
+    for a, b in zip(served.contributions, replayed.contributions, strict=True):
+        assert abs(a["log_odds"] - b["log_odds"]) <= 1e-9
+    # every group (not only the habits shown) + the offset = the forecast's logit
+    grid = build_features(users, logs, forecast_dates=pl.DataFrame({"user_id": [user_id], "date": [today]}))
+    state = model.resume(grid, None, grid.height - 1)
+    batch = ForecastBatch(users, logs, pl.DataFrame({"user_id": [user_id], "date": [today]}), precomputed=grid)
+    items = model.explain_last(batch, grid, state)
+    logit = np.log(served.probability) - np.log1p(-served.probability)
+    assert abs(sum(e["log_odds"] for e in items) + model.offset(grid.tail(1))[0] - logit) <= 1e-9
+    replay = model.explain(batch, top_k=None)[0]
+    assert [e["group"] for e in items] == [e["group"] for e in replay]
+    np.testing.assert_allclose([e["log_odds"] for e in items], [e["log_odds"] for e in replay], atol=1e-9)

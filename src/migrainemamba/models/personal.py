@@ -372,23 +372,28 @@ class PersonalModel:
         rows = batch.targets.select("user_id", "date").join(flat, on=["user_id", "date"], how="left", maintain_order="left")["_row"]
         if rows.null_count():
             raise ValueError("personal.explain: some targets have no feature row")
+        base = self._offset_items(batch, len(rows))
+        return [self._grouped(items, contrib[row], top_k) for items, row in zip(base, rows.to_list(), strict=True)]
+
+    def _offset_items(self, batch: ForecastBatch, n: int) -> list[list[dict[str, Any]]]:
+        """The offset model's own explanation groups per target (its ``explain``, if it has one)."""
         offset_explain = getattr(self.offset_model, "explain", None)
-        base = offset_explain(batch, top_k=None) if callable(offset_explain) else [[] for _ in range(len(rows))]
-        groups = self.term_groups()
-        out = []
-        for items, row in zip(base, rows.to_list(), strict=True):
-            by_group = {e["group"]: dict(e, personal_log_odds=0.0) for e in items}
-            for group, value in zip(groups, contrib[row], strict=True):
-                if value == 0.0:
-                    continue
-                item = by_group.setdefault(group, {"group": group, "name": GROUP_NAMES[group], "log_odds": 0.0, "personal_log_odds": 0.0})
-                item["log_odds"] = float(item["log_odds"]) + float(value)
-                item["personal_log_odds"] += float(value)
-            ranked = sorted(by_group.values(), key=lambda e: -abs(e["log_odds"]))
-            for e in ranked:
-                e["odds_multiplier"] = float(np.exp(e["log_odds"]))
-            out.append(ranked if top_k is None else ranked[:top_k])
-        return out
+        return offset_explain(batch, top_k=None) if callable(offset_explain) else [[] for _ in range(n)]
+
+    def _grouped(self, items: list[dict[str, Any]], contrib: np.ndarray, top_k: int | None) -> list[dict[str, Any]]:
+        """One forecast's explanation: the offset's groups plus the person's term contributions
+        (``contrib``, one per term) in their groups, largest |log-odds| first."""
+        by_group = {e["group"]: dict(e, personal_log_odds=0.0) for e in items}
+        for group, value in zip(self.term_groups(), contrib, strict=True):
+            if value == 0.0:
+                continue
+            item = by_group.setdefault(group, {"group": group, "name": GROUP_NAMES[group], "log_odds": 0.0, "personal_log_odds": 0.0})
+            item["log_odds"] = float(item["log_odds"]) + float(value)
+            item["personal_log_odds"] += float(value)
+        ranked = sorted(by_group.values(), key=lambda e: -abs(e["log_odds"]))
+        for e in ranked:
+            e["odds_multiplier"] = float(np.exp(e["log_odds"]))
+        return ranked if top_k is None else ranked[:top_k]
 
     # ----------------------------------------------- one person, resumable (the service)
 
@@ -438,6 +443,19 @@ class PersonalModel:
             return float(sigmoid(offset)[0])
         logit = predictive_logit(state.posterior(), design(last, self.config), offset, self.config.moderated)
         return float(sigmoid(logit)[0])
+
+    def explain_last(self, batch: ForecastBatch, features: pl.DataFrame, state: UserState, top_k: int | None = None) -> list[dict[str, Any]]:
+        """:meth:`explain` of the batch's one target, the last day of one person's grid, from their
+        state before it (as :meth:`forecast_last`): no replay of the diary. The same items as
+        :meth:`explain` (the posterior mean the forecast uses x the day's terms)."""
+        grid = features.sort("date")
+        if batch.targets.height != 1 or state.through != grid.height - 1 or grid["date"][-1] != batch.targets["date"][0]:
+            raise ValueError("personal.explain_last: one target, the grid's last day, with the state before it")
+        last = grid.tail(1)
+        contrib = np.zeros(len(self.config.terms))
+        if float(last["days_logged_before"][0]) >= self.config.min_days_logged:
+            contrib = np.asarray(state.mean, float) * design(last, self.config)[0]
+        return self._grouped(self._offset_items(batch, 1)[0], contrib, top_k)
 
     # ---------------------------------------------------------- persistence
 

@@ -225,7 +225,9 @@ class Forecaster:
         ``inputs_fingerprint``: the caller's fingerprint of the inputs (else computed here).
         ``predict``: how the routed model predicts (default ``route.model.predict(batch)``); the
         forecast route passes ``personal_state.StatefulPredict`` so the personal family resumes the
-        user's stored state instead of replaying the whole diary (same number either way).
+        user's stored state instead of replaying the whole diary (same number either way). A
+        ``predict`` with an ``explain(route, batch)`` method (all groups of the batch's forecasts,
+        as ``model.explain(batch, top_k=None)``) explains the forecast too, from that same state.
         """
         user_id = users["user_id"][0]
         seen = visible_logs(logs, day)
@@ -241,8 +243,12 @@ class Forecaster:
             )
         has_cycle = bool(users["has_menstrual_cycle"][0])
         present = present_groups(batch.features().head(1), has_cycle)[0]
+        explain = getattr(predict, "explain", None)  # a stateful hook explains from its own computation
         contributions = (
-            fitting(route.model.explain(batch, top_k=None)[0], present - NOT_TRIGGERS)  # type: ignore[attr-defined]
+            fitting(
+                (explain(route, batch) if callable(explain) else route.model.explain(batch, top_k=None))[0],  # type: ignore[attr-defined]
+                present - NOT_TRIGGERS,
+            )
             if route.explains
             else []
         )

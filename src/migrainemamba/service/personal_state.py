@@ -16,19 +16,23 @@ When it moves
   each newly labelled day and the weekly refit when a week starts on the way. Time is bounded
   by the diary: one feature pass over it, the offset model on the days since the stored state
   (or every day when a refit is due), O(K^2) per day, one refit (Newton on the labelled days,
-  K = 14 terms) per week crossed.
+  K = 14 terms) per week crossed. A failing update never fails the outcome's write
+  (``absorb_outcome``): it is rolled back to a savepoint, the state is deleted and the failure
+  logged; the next forecast rebuilds the state from the diary.
 - **Forecast** (``StatefulPredict``, in the forecast's writer transaction): the stored state is
   moved, in memory, over the days between it and the forecast day (unlabelled days: nothing to
-  absorb; a refit if a week starts), then D is forecast from it.
+  absorb; a refit if a week starts), then D is forecast and explained from it
+  (``PersonalModel.forecast_last`` / ``explain_last``: one resumption, no replay).
 
 Stale means rebuilt, never served
 ---------------------------------
 A stored state is used only if its model (name, version) is the one serving, its first day is
 the grid's first day, its terms are the model's, it lies on or before the day asked for, and
 ``inputs_fingerprint`` equals the hash of the profile and of every diary row before its
-``through_date`` *now*. Otherwise (no state yet, a diary day before it edited, added or removed,
-a profile edit, a new model) it is rebuilt from the diary by the same loop from day 0 and
-stored again. A diary edit never leaves a state that disagrees with the offline forecast.
+``through_date`` *now*, and its mean and covariance are finite arrays of the model's shape.
+Otherwise (no state yet, a diary day before it edited, added or removed -- a late outcome of a
+day the state has passed included --, a profile edit, a new model, a malformed row) it is rebuilt
+from the diary by the same loop from day 0 and stored again. A diary edit never leaves a state that disagrees with the offline forecast.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -87,7 +91,15 @@ def _usable(row: PersonalState | None, route: Route, first: date, stop: date, us
         or row.inputs_fingerprint != inputs_fingerprint(users, logs, row.through_date)
     ):
         return None
-    return UserState(row.through_day, np.array(row.mean, float), np.array(row.cov, float), row.refits, row.updates)
+    k = len(model.config.terms)
+    try:
+        mean, cov = np.array(row.mean, float), np.array(row.cov, float)
+    except (TypeError, ValueError):  # ragged or not numbers: a corrupt row
+        mean = cov = np.empty(0)
+    if mean.shape != (k,) or cov.shape != (k, k) or not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+        log.warning("personal state of %s is malformed (mean %s, cov %s); rebuilt from the diary", row.user_id, mean.shape, cov.shape)
+        return None
+    return UserState(row.through_day, mean, cov, row.refits, row.updates)
 
 
 def save_state(
@@ -153,28 +165,71 @@ def after_outcome(session: Session, user_id: str, forecaster: Forecaster, users:
     return save_state(session, user_id, route, first, state, users, logs)
 
 
+def drop_state(session: Session, user_id: str) -> None:
+    """Delete the user's state (derived data): the next forecast or outcome rebuilds it from the diary."""
+    session.execute(delete(PersonalState).where(PersonalState.user_id == user_id))
+
+
+def absorb_outcome(session: Session, user_id: str, forecaster: Forecaster, users: pl.DataFrame, logs: pl.DataFrame) -> bool:
+    """:func:`after_outcome` in a savepoint of the outcome's transaction, never failing the outcome.
+
+    The outcome is the user's data; the state is derived from it. If the update fails (a model
+    error, a stored state it cannot resume, a database refusal inside it), its writes are rolled
+    back to the savepoint, the stored state is deleted (the next forecast rebuilds it from the
+    diary by the same loop: never a forecast from a state that missed this outcome or caused
+    the failure) and the failure is logged with its traceback; the outcome's write goes on.
+    Returns whether the state was updated. (The service has no metric of its own for this: the
+    log line ``personal state of ... not updated`` is the signal.)
+    """
+    try:
+        with session.begin_nested():
+            after_outcome(session, user_id, forecaster, users, logs)
+        return True
+    except Exception:
+        log.exception("personal state of %s not updated after an outcome; dropped, the next forecast rebuilds it", user_id)
+        drop_state(session, user_id)
+        return False
+
+
 class StatefulPredict:
     """``Forecaster.forecast``'s ``predict`` hook in the forecast's writer transaction: the personal
     family forecasts from the user's stored state (resumed to the day, rebuilt and stored if stale);
-    every other family predicts as usual."""
+    every other family predicts as usual. Its :meth:`explain` explains that forecast from the same
+    resumed state (no second replay of the diary)."""
 
     def __init__(self, session: Session, user_id: str, persist: bool = True) -> None:
         self.session = session
         self.user_id = user_id
         self.persist = persist  # False in a reader's transaction (e.g. what-if): a rebuild stays in memory
         self.rebuilt = False
+        self._last: tuple[ForecastBatch, pl.DataFrame, UserState] | None = None  # the batch predicted last, its grid, its state
 
     def __call__(self, route: Route, batch: ForecastBatch) -> np.ndarray:
+        self._last = None
         if route.model_name != PERSONAL or not isinstance(route.model, PersonalModel):
             return np.asarray(route.model.predict(batch), dtype=float)
-        return np.array([forecast_with_state(self.session, self.user_id, route, batch, self)])
+        grid, state = resumed_state(self.session, self.user_id, route, batch, self)
+        self._last = (batch, grid, state)
+        return np.array([route.model.forecast_last(grid, state)])
+
+    def explain(self, route: Route, batch: ForecastBatch) -> list[list[dict[str, Any]]]:
+        """All explanation groups of the batch's forecast (``model.explain(batch, top_k=None)``): from
+        the state this hook resumed for the same batch, else the model's own (replaying) explain."""
+        model = route.model
+        if self._last is not None and self._last[0] is batch and isinstance(model, PersonalModel):
+            _, grid, state = self._last
+            return [model.explain_last(batch, grid, state)]
+        return model.explain(batch, top_k=None)  # type: ignore[attr-defined]
 
 
-def forecast_with_state(session: Session, user_id: str, route: Route, batch: ForecastBatch, note: StatefulPredict | None = None) -> float:
-    """P(onset) of the batch's one target day from the stored state (stored again when rebuilt,
-    unless ``note.persist`` is False). The batch's diary rows before the day must be the stored
-    diary's for the state to be used (else it is rebuilt from the batch's diary: a what-if that
-    changes a past day is computed from the changed diary, and never stored when not persisting)."""
+def resumed_state(
+    session: Session, user_id: str, route: Route, batch: ForecastBatch, note: StatefulPredict | None = None
+) -> tuple[pl.DataFrame, UserState]:
+    """The person's grid up to the batch's one target day and their state before it, resumed from
+    the stored state (stored again when rebuilt, unless ``note.persist`` is False). The batch's
+    diary rows before the day must be the stored diary's for the state to be used (else it is
+    rebuilt from the batch's diary: a what-if that changes a past day is computed from the changed
+    diary, and never stored when not persisting)."""
     model: PersonalModel = route.model  # type: ignore[assignment]
     if batch.targets.height != 1:
         raise ValueError("personal state: one forecast day at a time")
@@ -191,4 +246,4 @@ def forecast_with_state(session: Session, user_id: str, route: Route, batch: For
         save_state(session, user_id, route, first, state, batch.users, batch.daily_logs)
         if note is not None:
             note.rebuilt = True
-    return model.forecast_last(grid, state)
+    return grid, state
