@@ -325,11 +325,11 @@ def test_staged_build_context_holds_exactly_the_included_files(tmp_path):
 
 
 @pytest.fixture
-def registry(tmp_path):
+def registry(tmp_path, mlflow_sqlite_store):
     import mlflow
 
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(mlflow_sqlite_store(tmp_path / "mlflow.db"))
     yield mlflow.MlflowClient()
     mlflow.set_tracking_uri(previous)
 
