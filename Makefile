@@ -52,9 +52,11 @@ serve: install
 	ROUTING_TABLE_PATH=$(CURDIR)/data/serving/routing.json BENTOML_HOME=$(CURDIR)/bentoml_home \
 		$(BIN)/bentoml serve . --host $(HOST) --port $(PORT)
 
-## the default test run (CI runs this)
+## the default test run (CI runs this): two pytest-xdist workers, one test file per worker at a
+## time (module-scoped servers and cohorts are built once; servers, PostgreSQL and the DDP ranks
+## take free ports and tmp folders, so the workers do not meet)
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q -n 2 --dist loadfile
 
 test-all: install
 	$(BIN)/python -m pytest -q

@@ -61,7 +61,7 @@ def _run_ranks(overrides: list[str], log: Path, timeout: float = 300) -> int:
 
 
 @pytest.mark.integration
-def test_two_process_cpu_ddp_trains_pretrain_and_temporal_stages(tmp_path):
+def test_two_process_cpu_ddp_trains_pretrain_and_temporal_stages(tmp_path, mlflow_sqlite_store):
     from mlflow import MlflowClient
 
     from migrainemamba.data.prepare import PreparedCohort
@@ -71,7 +71,7 @@ def test_two_process_cpu_ddp_trains_pretrain_and_temporal_stages(tmp_path):
     from migrainemamba.stages.features import run as run_features
     from migrainemamba.stages.prepare import run as run_prepare
 
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking = mlflow_sqlite_store(tmp_path / "mlflow.db")  # migrated once per session
     overrides = (
         ["+debug=tiny", "data.n_users=60", "data.n_days=60", "pretrain=debug", "temporal=debug", f"tracking.uri={tracking}"]
         + [f"paths.{k}={tmp_path / k}" for k in ("prepared", "features", "models", "metrics", "plots")]

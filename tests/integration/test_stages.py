@@ -30,6 +30,13 @@ def stage_config(tmp: Path, *extra: str):
     )
 
 
+@pytest.fixture(autouse=True)
+def _migrated_tracking_store(tmp_path, mlflow_sqlite_store):
+    """The stages' store (``stage_config``) starts as an empty migrated one: its creation is
+    test_tracking_postgres' subject, not these tests' (it takes seconds)."""
+    mlflow_sqlite_store(tmp_path / "mlflow.db")
+
+
 @pytest.mark.integration
 def test_prepare_and_features_on_the_simulated_default_shrunk(tmp_path):
     cfg = stage_config(tmp_path, "+debug=tiny")

@@ -239,13 +239,13 @@ def test_config_errors_name_the_problem():
 # ------------------------------------------------------------------ stage
 
 
-def test_stage_writes_model_metrics_plots_and_registers(small_cohort, tmp_path, monkeypatch):
+def test_stage_writes_model_metrics_plots_and_registers(small_cohort, tmp_path, monkeypatch, mlflow_sqlite_store):
     from migrainemamba.stages.foundation import run as run_foundation
 
     PreparedCohort(small_cohort.users, small_cohort.daily_logs, quarantine=pl.DataFrame()).write(
         tmp_path / "prepared"
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_sqlite_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.create_experiment("foundation", artifact_location=(tmp_path / "artifacts").as_uri())

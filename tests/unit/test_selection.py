@@ -325,11 +325,16 @@ def test_staged_build_context_holds_exactly_the_included_files(tmp_path):
 
 
 @pytest.fixture
-def registry(tmp_path):
+def registry(tmp_path, mlflow_sqlite_store, monkeypatch):
     import mlflow
 
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; left behind, it would send a later stage
+    # run in this process to the repository's mlflow.db (tracking.tracking_uri): monkeypatch's
+    # record of it removes it again after the test
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = mlflow_sqlite_store(tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
     yield mlflow.MlflowClient()
     mlflow.set_tracking_uri(previous)
 

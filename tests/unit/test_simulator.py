@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 from migrainemamba.data.report import AMPP_BANDS, band_shares
@@ -45,6 +46,49 @@ def test_config_rejects_a_trigger_without_timing():
         SimulatorConfig.from_dict(raw)
 
 
+def fixed_effects_logit(x: np.ndarray, groups: np.ndarray, y: np.ndarray, ridge: float = 1e-8) -> np.ndarray:
+    """Slopes of the logistic regression logit P(y) = x @ beta + alpha[group], one free intercept
+    per group, by Newton's method: the maximum of sum(log-likelihood) - ridge/2 * |(beta, alpha)|^2,
+    the objective of sklearn's ``LogisticRegression(C=1/ridge, fit_intercept=False)`` on
+    [x, one-hot(group)] (the tiny ridge keeps an intercept finite for a person without onsets).
+
+    The intercepts' block of the Hessian is diagonal, so each step solves a k x k system (the
+    Schur complement) instead of a (k + groups)-sized one: 4-5 steps, ~2 s on the large cohort,
+    where sklearn's lbfgs took 10-15 s.
+    """
+    n_groups, k = int(groups.max()) + 1, x.shape[1]
+    onsets, days = np.bincount(groups, y, n_groups), np.bincount(groups, minlength=n_groups)
+    alpha, beta = np.log((onsets + 0.5) / (days - onsets + 0.5)), np.zeros(k)
+    for _ in range(50):
+        p = expit(x @ beta + alpha[groups])
+        w, residual = p * (1 - p), y - p
+        grad_beta = x.T @ residual - ridge * beta
+        grad_alpha = np.bincount(groups, residual, n_groups) - ridge * alpha
+        wx = x * w[:, None]
+        h_beta = x.T @ wx + ridge * np.eye(k)
+        h_cross = np.column_stack([np.bincount(groups, wx[:, j], n_groups) for j in range(k)])  # (groups, k)
+        h_alpha = np.bincount(groups, w, n_groups) + ridge
+        schur = h_beta - h_cross.T @ (h_cross / h_alpha[:, None])
+        step_beta = np.linalg.solve(schur, grad_beta - h_cross.T @ (grad_alpha / h_alpha))
+        alpha += (grad_alpha - h_cross @ step_beta) / h_alpha
+        beta += step_beta
+        if np.abs(step_beta).max() < 1e-8:
+            return beta
+    raise AssertionError(f"Newton's method did not converge (last slope step {np.abs(step_beta).max():.2e})")
+
+
+def test_fixed_effects_logit_is_sklearns_fit():
+    """The solver above finds what sklearn's LogisticRegression does on the one-hot design."""
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 30, 3000)
+    x = rng.binomial(1, 0.3, (3000, 3)).astype(float)
+    y = rng.binomial(1, expit(x @ np.array([0.8, -0.5, 0.0]) + rng.normal(-1.5, 0.7, 30)[groups])).astype(float)
+    one_hot = sp.csr_matrix((np.ones(3000), (np.arange(3000), groups)))
+    model = LogisticRegression(C=1e8, max_iter=5000, fit_intercept=False, tol=1e-10)
+    model.fit(sp.hstack([sp.csr_matrix(x), one_hot]).tocsr(), y)
+    assert np.allclose(fixed_effects_logit(x, groups, y), model.coef_[0][:3], atol=1e-4)
+
+
 def test_within_person_regression_recovers_each_configured_effect(large_cohort):
     """Fixed-effects logistic regression (one intercept per person) on the true exposures.
 
@@ -55,12 +99,10 @@ def test_within_person_regression_recovers_each_configured_effect(large_cohort):
     days = large_cohort.truth_days.filter(pl.col("eligible")).join(large_cohort.truth_users, on="user_id")
     triggers = [t.name for t in cfg.triggers]
     exposures = [(days[f"x_{t}"] & days[f"{t}_sensitive"]).to_numpy() for t in triggers]
-    x = sp.csr_matrix(np.column_stack([*exposures, days["prodrome_state"].to_numpy()]).astype(float))
+    x = np.column_stack([*exposures, days["prodrome_state"].to_numpy()]).astype(float)
     users = days["user_id"].cast(pl.Categorical).to_physical().to_numpy()
-    intercepts = sp.csr_matrix((np.ones(len(users)), (np.arange(len(users)), users)))
-    model = LogisticRegression(C=1e8, max_iter=5000, fit_intercept=False, tol=1e-6)
-    model.fit(sp.hstack([x, intercepts]).tocsr(), days["onset"].to_numpy())
-    estimates = dict(zip(triggers, model.coef_[0][: len(triggers)], strict=True))
+    slopes = fixed_effects_logit(x, users, days["onset"].to_numpy().astype(float))
+    estimates = dict(zip(triggers, slopes[: len(triggers)], strict=True))
     off = {t.name: (round(float(estimates[t.name]), 3), t.log_or) for t in cfg.triggers
            if abs(estimates[t.name] - t.log_or) > 0.10}
     assert not off, f"(estimated, configured) log-odds differ by > 0.10: {off}"
