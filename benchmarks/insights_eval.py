@@ -27,7 +27,6 @@ import os
 import platform
 import time
 from collections import Counter
-from datetime import timedelta
 from math import comb
 from pathlib import Path
 
@@ -39,6 +38,12 @@ from migrainemamba.data.simulator import SimulatorConfig, simulate_cohort
 from migrainemamba.evaluation.trigger_recovery import recovery, truth_pairs
 from migrainemamba.features import build_features
 from migrainemamba.features.retrospective import TRIGGER_NAMES
+from migrainemamba.insights.injected_effects import (
+    first_logged_days,
+    inject_onsets,
+    inject_weekday,
+    permute_onsets,
+)
 from migrainemamba.insights.patterns import FDR_LEVEL, discover
 from migrainemamba.models.trigger_map import ClassRule, MapRows, estimate_map_prior, personal_map
 
@@ -46,31 +51,6 @@ OUT = Path(__file__).parent / "results" / "insights.json"
 HORIZON = 90
 TOP = 3
 MAX_FALSE_TRIGGER = 0.05
-
-
-def first_logged_days(logs: pl.DataFrame, n: int) -> pl.DataFrame:
-    ranked = logs.sort("user_id", "date").with_columns(k=pl.int_range(pl.len()).over("user_id"))
-    reached = ranked.filter(pl.col("k") == n - 1).select("user_id")
-    return ranked.filter(pl.col("k") < n).drop("k").join(reached, on="user_id", how="semi")
-
-
-def inject_weekday(logs: pl.DataFrame, weekday: int, p: float, rng: np.random.Generator) -> pl.DataFrame:
-    occurred = logs["migraine_occurred"].to_list()
-    by_date = dict(zip(logs["date"].to_list(), occurred, strict=True))
-    for i, d in enumerate(logs["date"].to_list()):
-        eligible = d.isoweekday() == weekday and occurred[i] is False and by_date.get(d - timedelta(days=1)) is False
-        if eligible and rng.random() < p:
-            occurred[i] = True
-    return logs.with_columns(migraine_occurred=pl.Series(occurred, dtype=pl.Boolean))
-
-
-def permute_onsets(features: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
-    values = features["onset"].to_list()
-    idx = [i for i, v in enumerate(values) if v is not None]
-    shuffled = rng.permutation([values[i] for i in idx])
-    for j, i in enumerate(idx):
-        values[i] = bool(shuffled[j])
-    return features.with_columns(onset=pl.Series(values, dtype=pl.Boolean))
 
 
 def choose_rule(maps: pl.DataFrame, truth: pl.DataFrame, grid: list[float]) -> tuple[ClassRule, list[dict]]:
@@ -175,17 +155,6 @@ def pattern_power(cohort, days: int, ps: list[float], rng: np.random.Generator, 
     return out
 
 
-def inject_days(logs: pl.DataFrame, days: set, p: float, rng: np.random.Generator) -> pl.DataFrame:
-    """Extra attacks beginning on ``days`` (attack-free, after an attack-free reported day), each with probability p."""
-    occurred = logs["migraine_occurred"].to_list()
-    by_date = dict(zip(logs["date"].to_list(), occurred, strict=True))
-    for i, d in enumerate(logs["date"].to_list()):
-        eligible = d in days and occurred[i] is False and by_date.get(d - timedelta(days=1)) is False
-        if eligible and rng.random() < p:
-            occurred[i] = True
-    return logs.with_columns(migraine_occurred=pl.Series(occurred, dtype=pl.Boolean))
-
-
 def cycle_power(cohort, days: int, ps: list[float], rng: np.random.Generator, max_people: int) -> list[dict]:
     """Power to find an injected mid-cycle effect (12-16 days before the next period, away from the
     simulator's own perimenstrual trigger) in people with a cycle."""
@@ -200,7 +169,7 @@ def cycle_power(cohort, days: int, ps: list[float], rng: np.random.Generator, ma
             diary = logs.filter(pl.col("user_id") == uid)
             f = build_features(user, diary)
             mid = set(f.filter((pl.col("cycle_day") > 7) & pl.col("days_to_next_period").is_between(12, 16))["date"].to_list())
-            injected = inject_days(diary, mid, p, rng)
+            injected = inject_onsets(diary, mid.__contains__, p, rng)
             r = discover(build_features(user, injected), injected, True)
             if not r["enough_data"]:
                 continue

@@ -11,6 +11,11 @@ import pytest
 
 from migrainemamba.data.simulator import simulate_cohort
 from migrainemamba.features import build_features
+from migrainemamba.insights.injected_effects import (
+    first_logged_days,
+    inject_weekday,
+    permute_onsets,
+)
 from migrainemamba.insights.patterns import (
     FDR_LEVEL,
     MIN_LABELLED_DAYS,
@@ -19,35 +24,6 @@ from migrainemamba.insights.patterns import (
 )
 from tests.conftest import simulator_config
 from tests.unit.test_service_support import TODAY, full_day, make_client, make_settings, onboard
-
-
-def first_logged_days(logs: pl.DataFrame, n: int) -> pl.DataFrame:
-    """Each person's first ``n`` logged days, people who logged at least ``n``."""
-    ranked = logs.sort("user_id", "date").with_columns(k=pl.int_range(pl.len()).over("user_id"))
-    reached = ranked.filter(pl.col("k") == n - 1).select("user_id")
-    return ranked.filter(pl.col("k") < n).drop("k").join(reached, on="user_id", how="semi")
-
-
-def inject_weekday(logs: pl.DataFrame, weekday: int, p: float, rng: np.random.Generator) -> pl.DataFrame:
-    """One person's diary with extra attacks beginning on ``weekday`` (1 = Monday): an attack-free
-    such day after an attack-free reported day becomes an attack day with probability ``p``."""
-    occurred = logs["migraine_occurred"].to_list()
-    by_date = dict(zip(logs["date"].to_list(), occurred, strict=True))
-    for i, d in enumerate(logs["date"].to_list()):
-        eligible = d.isoweekday() == weekday and occurred[i] is False and by_date.get(d - timedelta(days=1)) is False
-        if eligible and rng.random() < p:
-            occurred[i] = True
-    return logs.with_columns(migraine_occurred=pl.Series(occurred, dtype=pl.Boolean))
-
-
-def permute_onsets(features: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
-    """The person's onsets shuffled over their labelled days: no pattern left, exposures kept."""
-    values = features["onset"].to_list()
-    idx = [i for i, v in enumerate(values) if v is not None]
-    shuffled = rng.permutation([values[i] for i in idx])
-    for j, i in enumerate(idx):
-        values[i] = bool(shuffled[j])
-    return features.with_columns(onset=pl.Series(values, dtype=pl.Boolean))
 
 
 @pytest.fixture(scope="module")

@@ -245,15 +245,25 @@ def save_prediction(
         "recommendations": recommendations,
         "inputs_fingerprint": forecast.inputs_fingerprint,
     }
-    row = get_prediction(session, forecast.user_id, forecast.date)
+    return upsert(session, Prediction, {"user_id": forecast.user_id, "date": forecast.date}, values)
+
+
+def upsert(session: Session, model: type[Any], key: Mapping[str, Any], values: Mapping[str, Any]) -> Any:
+    """Insert the ``model`` row with ``key`` (its unique columns) or update it with ``values``.
+
+    The insert runs under a savepoint: a concurrent writer's first insert of the same key
+    (IntegrityError) rolls back only the savepoint, and its row is updated instead.
+    """
+    query = select(model).filter_by(**key)
+    row = session.scalar(query)
     if row is None:
         try:
             with session.begin_nested():
-                row = Prediction(user_id=forecast.user_id, date=forecast.date, **values)
+                row = model(**key, **values)
                 session.add(row)
             return row
         except IntegrityError:
-            row = get_prediction(session, forecast.user_id, forecast.date)
+            row = session.scalar(query)
             if row is None:
                 raise
     for name, value in values.items():

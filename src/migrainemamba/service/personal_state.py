@@ -44,7 +44,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from migrainemamba.data.schema import DAILY_LOG_COLUMNS, USER_COLUMNS
@@ -52,6 +51,7 @@ from migrainemamba.features import build_features
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.personal import PersonalModel, UserState
 from migrainemamba.release.routing import Route
+from migrainemamba.service import crud
 from migrainemamba.service.forecasting import Forecaster, fingerprint
 from migrainemamba.service.models_personal import PersonalState
 
@@ -121,21 +121,8 @@ def save_state(
         "updates": int(state.updates),
         "inputs_fingerprint": inputs_fingerprint(users, logs, through),
     }
-    row = get_state(session, user_id)
-    if row is None:
-        try:
-            with session.begin_nested():
-                row = PersonalState(user_id=user_id, **values)
-                session.add(row)
-            return row
-        except IntegrityError:  # a concurrent first state (a writer without the lock)
-            row = get_state(session, user_id)
-            if row is None:
-                raise
-    for name, value in values.items():
-        setattr(row, name, value)
-    session.flush()
-    return row
+    # a concurrent first state (a writer without the lock) is updated, not duplicated
+    return crud.upsert(session, PersonalState, {"user_id": user_id}, values)
 
 
 def _grid(users: pl.DataFrame, logs: pl.DataFrame, target: date | None) -> pl.DataFrame:
