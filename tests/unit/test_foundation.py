@@ -316,3 +316,38 @@ def test_service_serving_foundation_only_never_imports_torch(fitted, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"model": "foundation", "torch": False, "lightning": False}
+
+
+# ------------------------------------------------------------------ out-of-fold log-odds
+
+
+def test_out_of_fold_logits_never_see_the_persons_own_outcomes(small_cohort, split_features):
+    """A person's out-of-fold log-odds come from a model fitted without them: rewriting every
+    onset of one person leaves their own out-of-fold log-odds bit for bit unchanged, while
+    the full model (and the other folds' people's log-odds) move."""
+    from migrainemamba.models.out_of_fold import out_of_fold_logits
+
+    config = foundation_config(num_threads=1, num_boost_round=60)
+    oof = out_of_fold_logits(config, split_features, small_cohort.users, small_cohort.daily_logs, 3, 0, progress=False)
+    warm = split_features.filter(~pl.col("cold_start"))
+    assert oof.height == warm.height and oof["logit"].is_finite().all()
+    assert oof.select("user_id").unique().height == warm.select("user_id").unique().height
+    assert set(oof["fold"].unique().to_list()) == {0, 1, 2}
+    assert not oof.join(split_features.filter(pl.col("cold_start")), on=["user_id", "date"], how="semi").height
+
+    person = oof.filter(pl.col("fold") == 0)["user_id"][0]
+    is_person = (pl.col("user_id") == person) & pl.col("onset").is_not_null()
+    flipped = split_features.with_columns(onset=pl.when(is_person).then(~pl.col("onset")).otherwise(pl.col("onset")))
+    oof2 = out_of_fold_logits(config, flipped, small_cohort.users, small_cohort.daily_logs, 3, 0, progress=False)
+    mine, mine2 = (f.filter(pl.col("user_id") == person)["logit"].to_numpy() for f in (oof, oof2))
+    np.testing.assert_array_equal(mine, mine2)
+    others, others2 = (f.filter(pl.col("fold") != 0)["logit"].to_numpy() for f in (oof, oof2))
+    assert np.abs(others - others2).max() > 1e-6  # the flipped labels did reach the other folds' models
+
+
+def test_with_out_of_fold_replaces_only_the_rows_it_has():
+    from migrainemamba.models.out_of_fold import with_out_of_fold
+
+    keys = pl.DataFrame({"user_id": ["a", "a", "b"], "date": [1, 2, 1]})
+    oof = pl.DataFrame({"user_id": ["a", "c"], "date": [2, 1], "logit": [-1.5, 9.0]})
+    np.testing.assert_array_equal(with_out_of_fold(keys, np.array([0.1, 0.2, 0.3]), oof), [0.1, -1.5, 0.3])

@@ -239,3 +239,19 @@ def test_diary_bayes_reference_is_the_oracle_when_it_knows_the_sensitivities():
     assert joined.height > 50 and joined["p_reference"].is_between(0, 1).all()
     assert joined.select(pl.corr("p_reference", "p_oracle")).item() > 0.8
     assert (joined["ess"] <= 64 + 1e-9).all() and (joined["ess"] >= 1).all()
+
+
+def test_fit_estimates_the_prior_around_the_offsets_it_is_given(tiny):
+    """``fit(offset=...)`` (the stage passes out-of-fold log-odds): the model's own offsets give
+    the default fit; offsets that explain less of each person's level leave a wider level spread."""
+    cohort, features, model = tiny
+    rows = features.filter(pl.col("scorable"))
+    batch = ForecastBatch(cohort.users, cohort.daily_logs, rows.select("user_id", "date"), precomputed=features)
+    same = PersonalModel(PersonalConfig(), model.offset_model)
+    same.fit(batch, offset=model.offset(rows))
+    assert same.config.prior_var == model.config.prior_var
+    flat = PersonalModel(PersonalConfig(), model.offset_model)
+    flat.fit(batch, offset=np.full(rows.height, float(np.mean(model.offset(rows)))))  # no person's level in the offset
+    assert flat.config.prior_var["level"] > model.config.prior_var["level"]
+    with pytest.raises(ValueError, match="offsets for"):
+        flat.fit(batch, offset=np.zeros(3))

@@ -63,7 +63,7 @@ GROUPS: tuple[str, ...] = tuple(GROUP_NAMES)
 # the offset and the contributions are log-odds: only the logit link keeps them additive
 OBJECTIVE = "binary"
 # keys of the `foundation` config section that the stage reads, not the model
-STAGE_KEYS = ("model_dir", "registered_model_name")
+STAGE_KEYS = ("model_dir", "registered_model_name", "out_of_fold")
 
 
 @dataclass

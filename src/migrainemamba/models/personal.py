@@ -308,15 +308,23 @@ class PersonalModel:
     def offset(self, features: pl.DataFrame) -> np.ndarray:
         return np.asarray(self.offset_model.logit(features), dtype=float)
 
-    def fit(self, train: ForecastBatch, valid: ForecastBatch | None = None) -> None:
-        """Empirical Bayes on the training batch's labelled rows: the prior spread of every term."""
-        features = train.features().filter(pl.col("onset").is_not_null())
+    def fit(self, train: ForecastBatch, valid: ForecastBatch | None = None, offset: np.ndarray | None = None) -> None:
+        """Empirical Bayes on the training batch's labelled rows: the prior spread of every term.
+
+        ``offset``: the offset model's log-odds per target of ``train`` (default: computed). The
+        stage passes the foundation's out-of-fold log-odds: on its own training days the full
+        model's are in sample, and spreads estimated around them come out too small.
+        """
+        features = train.features()
+        offset = self.offset(features) if offset is None else np.asarray(offset, dtype=float)
+        if offset.shape != (features.height,):
+            raise ValueError(f"personal.fit: {offset.shape[0]} offsets for {features.height} targets")
+        labelled = features["onset"].is_not_null().to_numpy()
+        features, offset = features.filter(pl.Series(labelled)), offset[labelled]
         if features.height == 0:
             raise ValueError("personal.fit: the training batch has no labelled rows")
         users, group = np.unique(features["user_id"].to_numpy(), return_inverse=True)
-        rows = Rows(
-            design(features, self.config), self.offset(features), features["onset"].cast(pl.Float64).to_numpy(), group, len(users)
-        )
+        rows = Rows(design(features, self.config), offset, features["onset"].cast(pl.Float64).to_numpy(), group, len(users))
         k = len(self.config.terms)
         eb = empirical_bayes(rows, np.zeros(k), np.full(k, self.config.init_prior_sd**2), max_iter=self.config.eb_max_iter)
         self.config.prior_var = {t: float(v) for t, v in zip(self.config.terms, eb.prior_var)}

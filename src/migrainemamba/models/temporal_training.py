@@ -195,6 +195,24 @@ def foundation_offset(cfg: DictConfig, data: StageData) -> tuple[Any, np.ndarray
     return model, np.asarray(model.logit(rows), dtype=np.float32)
 
 
+def training_offset(cfg: DictConfig, data: StageData) -> tuple[Any, np.ndarray]:
+    """The foundation model and the log-odds its correction is learned against
+    (``temporal.offset_fit``). ``out_of_fold``: each training person's rows from a foundation
+    fitted without them (migrainemamba.models.out_of_fold), as uncertain as log-odds are at
+    forecast time; held-out people keep the full model's. ``in_sample``: the full model's
+    everywhere (on its own training days its trees fitted those outcomes)."""
+    model, logit = foundation_offset(cfg, data)
+    fit = cfg.temporal.get("offset_fit", "in_sample")
+    if fit == "in_sample":
+        return model, logit
+    if fit != "out_of_fold":
+        raise ValueError(f"temporal.offset_fit must be 'out_of_fold' or 'in_sample', got {fit!r}")
+    from migrainemamba.models.out_of_fold import read_out_of_fold, with_out_of_fold
+
+    oof = read_out_of_fold(resolve_path(cfg.temporal.out_of_fold))
+    return model, with_out_of_fold(data.seq.keys(), logit, oof).astype(np.float32)
+
+
 def encoder_init(pretrained: SequenceModelConfig, target: SequenceModelConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Pretrained weights for ``target``'s encoder: all of them, or, for a causal target from a
     bidirectional pretraining, its forward half (input projection, forward mixers, norms)."""

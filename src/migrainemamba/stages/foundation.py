@@ -9,6 +9,7 @@ held-out (cold-start) users are never seen.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,10 @@ from migrainemamba.models.foundation import (
     pyfunc_kwargs,
     split_batches,
 )
+from migrainemamba.models.out_of_fold import out_of_fold_logits
 from migrainemamba.models.prior import sigmoid
-from migrainemamba.stages.common import finish, tracked
+from migrainemamba.split import make_split
+from migrainemamba.stages.common import finish, seconds_since, tracked
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,23 @@ def valid_metrics(model: FoundationModel, valid: ForecastBatch) -> dict[str, flo
         "valid_onset_rate": float(y.mean()),
         "valid_mean_forecast": float(p.mean()),
     }
+
+
+def out_of_fold_metrics(
+    logits: pl.DataFrame, model: FoundationModel, features: pl.DataFrame, split_cfg: dict[str, Any]
+) -> dict[str, float]:
+    """Log loss on the training people's train and valid days: the full model (in sample on
+    train days) beside the out-of-fold log-odds. The train-day gap is how much sharper the
+    full model looks where it was fitted than on people it never saw."""
+    rows = make_split(features, split_cfg).filter(pl.col("scorable") & ~pl.col("cold_start") & pl.col("split").is_in(["train", "valid"]))
+    rows = rows.join(logits.select("user_id", "date", oof=pl.col("logit")), on=["user_id", "date"], how="left")
+    out: dict[str, float] = {}
+    for name in ("train", "valid"):
+        part = rows.filter(pl.col("split") == name)
+        y = part["onset"].to_numpy().astype(bool)
+        out[f"{name}_logloss_full_model"] = float(log_loss(y, sigmoid(model.logit(part)), labels=[False, True]))
+        out[f"{name}_logloss_out_of_fold"] = float(log_loss(y, sigmoid(part["oof"].to_numpy()), labels=[False, True]))
+    return out
 
 
 # ------------------------------------------------------------------ plots
@@ -187,6 +207,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "prior_intercept": model.intercept,
             "prior_slope": model.slope,
         } | valid_metrics(model, valid)
+        oof = fcfg["out_of_fold"]
+        if int(oof["folds"]) > 0:
+            path = resolve_path(oof["path"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            started = time.perf_counter()
+            logits = out_of_fold_logits(
+                config, make_split(features, split_cfg), cohort.users, cohort.daily_logs, int(oof["folds"]), int(oof["seed"])
+            )
+            logits.write_parquet(path)
+            metrics["out_of_fold_seconds"] = seconds_since(started)
+            metrics |= out_of_fold_metrics(logits, model, features, split_cfg)
         figures = [
             plot_feature_importance(model, plots_dir / "feature_importance.png"),
             plot_group_importance(model, valid, plots_dir / "group_importance.png"),

@@ -34,6 +34,7 @@ from migrainemamba.evaluation.trigger_recovery import recovery
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.baselines import RunningBaseRate
 from migrainemamba.models.foundation import FoundationModel
+from migrainemamba.models.out_of_fold import read_out_of_fold, with_out_of_fold
 from migrainemamba.models.personal import PersonalModel, config_from_dict
 from migrainemamba.models.personal_pyfunc import log_personal_model
 from migrainemamba.models.prior import sigmoid
@@ -182,7 +183,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         model = PersonalModel(config_from_dict({k: pc[k] for k in MODEL_KEYS if k in pc}), foundation, offset_dir)
         train_rows = split.filter((pl.col("split") == "train") & pl.col("scorable") & ~pl.col("cold_start"))
         t0 = time.perf_counter()
-        model.fit(ForecastBatch(cohort.users, cohort.daily_logs, train_rows.select("user_id", "date"), precomputed=split))
+        offset = foundation.logit(train_rows)
+        if pc["offset_fit"] == "out_of_fold":
+            offset = with_out_of_fold(train_rows, offset, read_out_of_fold(resolve_path(pc["out_of_fold"])))
+        elif pc["offset_fit"] != "in_sample":
+            raise ValueError(f"personal.offset_fit must be 'out_of_fold' or 'in_sample', got {pc['offset_fit']!r}")
+        model.fit(ForecastBatch(cohort.users, cohort.daily_logs, train_rows.select("user_id", "date"), precomputed=split), offset=offset)
         timings["empirical_bayes_seconds"] = time.perf_counter() - t0
         model_dir = resolve_path(pc["model_dir"])
         model.save(model_dir)

@@ -26,11 +26,11 @@ from migrainemamba.models.temporal_training import (
     encoder_init,
     fit_sequence_model,
     fit_summary,
-    foundation_offset,
     load_pretrained,
     load_stage_data,
     register,
     training_data,
+    training_offset,
 )
 from migrainemamba.stages.common import finish, seconds_since, tracked
 
@@ -53,7 +53,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     torch.set_num_threads(train_cfg.num_threads)
     data = load_stage_data(cfg, stats=stats)
     if tc.offset == "foundation":
-        data.offset_model, data.offset = foundation_offset(cfg, data)
+        data.offset_model, data.offset = training_offset(cfg, data)
     elif tc.offset not in (None, "none"):
         raise ValueError(f"temporal.offset must be 'foundation' or 'none', got {tc.offset!r}")
     data = training_data(cfg, data)  # the cohort's training people, or a fresh simulated cohort

@@ -30,9 +30,9 @@ from migrainemamba.models.temporal_training import (
     encoder_init,
     fit_sequence_model,
     fit_summary,
-    foundation_offset,
     load_pretrained,
     load_stage_data,
+    training_offset,
 )
 from migrainemamba.pipeline import write_json
 from migrainemamba.stages.common import finish, seconds_since, tracked
@@ -69,7 +69,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     torch.set_num_threads(TrainConfig.from_dict(to_dict(tc.train)).num_threads)
     data = load_stage_data(cfg, stats=stats)
     if tc.offset == "foundation":
-        data.offset_model, data.offset = foundation_offset(cfg, data)
+        data.offset_model, data.offset = training_offset(cfg, data)
     train_rows = data.rows("train", scorable=True)
     params = {"temporal": to_dict(tc), "pretrained_model": pre_cfg.to_dict(), "split": to_dict(cfg.split)}
     metrics: dict[str, Any] = {}
