@@ -10,7 +10,7 @@ import pytest
 
 from migrainemamba.data.simulator import simulate_cohort
 from migrainemamba.evaluation.leakage import audit_leakage
-from migrainemamba.evaluation.trigger_recovery import recovery, top_ranked
+from migrainemamba.evaluation.trigger_recovery import recall_at_matched_precision, recovery, top_ranked
 from migrainemamba.features import build_features
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.bayes_logistic import (
@@ -255,3 +255,20 @@ def test_fit_estimates_the_prior_around_the_offsets_it_is_given(tiny):
     assert flat.config.prior_var["level"] > model.config.prior_var["level"]
     with pytest.raises(ValueError, match="offsets for"):
         flat.fit(batch, offset=np.zeros(3))
+
+
+def test_recall_at_matched_precision_only_counts_baseline_rules_as_precise():
+    chosen = pl.DataFrame({"horizon_days": [90, 180], "method": ["personal"] * 2, "precision": [0.8, float("nan")], "recall": [0.05, 0.0]})
+    curve = pl.DataFrame(
+        {
+            "horizon_days": [90, 90, 90, 180],
+            "method": ["n_of_1"] * 4,
+            "z": [1.0, 2.0, 3.0, 1.0],
+            "precision": [0.5, 0.85, float("nan"), 0.4],
+            "recall": [0.3, 0.02, 0.0, 0.1],
+        }
+    )
+    out = recall_at_matched_precision(chosen, curve).sort("horizon_days")
+    assert out["n_of_1_recall"].to_list() == [0.02, 0.1]  # z=1 at 90 days is less precise: not counted
+    assert out["n_of_1_z"].to_list() == [2.0, 1.0]
+    assert out["beats"].to_list() == [True, False]  # no calls at all beats nothing

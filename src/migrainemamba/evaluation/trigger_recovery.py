@@ -8,6 +8,8 @@ Spearman rank correlation of the estimated and the true log OR.
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 from scipy.stats import spearmanr
 
@@ -60,3 +62,29 @@ def top_ranked(maps: pl.DataFrame, user_id: str, horizon: int, method: str = "pe
     """The trigger with the largest estimated log OR in one person's map."""
     part = maps.filter((pl.col("user_id") == user_id) & (pl.col("horizon_days") == horizon) & (pl.col("method") == method))
     return str(part.sort("log_or", descending=True)["trigger"][0])
+
+
+def recall_at_matched_precision(chosen: pl.DataFrame, curve: pl.DataFrame, method: str = "personal", against: str = "n_of_1") -> pl.DataFrame:
+    """Per horizon: ``method``'s precision and recall under the chosen rule (``chosen``: a
+    ``recovery`` frame) beside ``against``'s best recall over the rule's z grid (``curve``:
+    ``recovery`` frames with a ``z`` column) among the z whose precision is no worse. A z that
+    calls nothing has no precision and recall 0; with no z as precise, ``against`` recalls 0
+    (the issue's test: recall beats the baseline's at no worse precision)."""
+    rows = []
+    for r in chosen.filter(pl.col("method") == method).iter_rows(named=True):
+        h, precision = r["horizon_days"], r["precision"]
+        other = curve.filter((pl.col("horizon_days") == h) & (pl.col("method") == against))
+        floor = 0.0 if math.isnan(precision) else precision  # no calls: any z of ``against`` is as precise
+        as_precise = other.filter(pl.col("precision").is_not_nan() & (pl.col("precision") >= floor))
+        best = as_precise.sort("recall", descending=True).head(1)
+        rows.append(
+            {
+                "horizon_days": h,
+                f"{method}_precision": precision,
+                f"{method}_recall": r["recall"],
+                f"{against}_recall": float(best["recall"][0]) if best.height else 0.0,
+                f"{against}_precision": float(best["precision"][0]) if best.height else float("nan"),
+                f"{against}_z": float(best["z"][0]) if best.height else float("nan"),
+            }
+        )
+    return pl.DataFrame(rows).with_columns(beats=pl.col(f"{method}_recall") > pl.col(f"{against}_recall"))

@@ -43,7 +43,7 @@ RATE_CLIP = (1e-3, 0.9)
 
 @dataclass
 class ClassRule:
-    z: float = 1.0  # chosen on training people: false-'trigger' rate <= 5% at 90 days (see the stage)
+    z: float = 1.0  # chosen on training people: precision and false-'trigger' rate targets at 90 days (see the stage)
     min_onsets_exposed: int = 2
     min_exposed: int = 5
     no_association_or: float = 2.0

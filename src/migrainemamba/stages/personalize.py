@@ -30,7 +30,7 @@ from migrainemamba.data.prepare import PreparedCohort
 from migrainemamba.evaluation.harness import score_predictions
 from migrainemamba.evaluation.leakage import require_no_leakage
 from migrainemamba.evaluation.personal_plots import plot_gain_by_days_logged, plot_recovery_curves
-from migrainemamba.evaluation.trigger_recovery import recovery
+from migrainemamba.evaluation.trigger_recovery import recall_at_matched_precision, recovery
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.baselines import RunningBaseRate
 from migrainemamba.models.foundation import FoundationModel
@@ -107,8 +107,9 @@ def _summary(scores: dict[str, Any], population: str, phases: list[str]) -> dict
 
 
 def _choose_rule(maps_train: pl.DataFrame, truth_users: pl.DataFrame, tcfg: dict[str, Any]) -> tuple[ClassRule, pl.DataFrame]:
-    """The smallest interval z whose false-'trigger' rate (personal method, rule horizon) on
-    training people is at most the target; the curve over z is returned for the record."""
+    """The smallest interval z on the grid whose `trigger` class, on training people at the rule
+    horizon (personal method), has precision at least ``min_precision`` and a false-'trigger'
+    rate at most ``max_false_trigger_rate``; the curve over z is returned for the record."""
     curve = []
     base = {k: tcfg[k] for k in ("min_onsets_exposed", "min_exposed", "no_association_or")}
     chosen = None
@@ -117,11 +118,12 @@ def _choose_rule(maps_train: pl.DataFrame, truth_users: pl.DataFrame, tcfg: dict
         rec = recovery(_reclassify(maps_train, rule), truth_users).with_columns(z=pl.lit(z))
         curve.append(rec)
         at = rec.filter((pl.col("horizon_days") == tcfg["rule_horizon"]) & (pl.col("method") == "personal"))
-        if chosen is None and at.height and at["false_trigger_rate"][0] <= tcfg["max_false_trigger_rate"]:
+        meets = at.height and at["false_trigger_rate"][0] <= tcfg["max_false_trigger_rate"] and at["precision"][0] >= tcfg["min_precision"]
+        if chosen is None and meets:
             chosen = rule
     if chosen is None:
         chosen = ClassRule(z=max(float(v) for v in tcfg["z_grid"]), **base)
-        log.warning("trigger map: no z in the grid meets the false-trigger target; using z=%.2f", chosen.z)
+        log.warning("trigger map: no z in the grid meets the precision and false-trigger targets; using z=%.2f", chosen.z)
     return chosen, pl.concat(curve)
 
 
@@ -259,6 +261,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
             curve.write_parquet(out_dir / "recovery_curve.parquet")
             plot_recovery_curves(curve, plots_dir / "trigger_recovery.png")
+            matched = recall_at_matched_precision(rec, curve)
+            matched.write_parquet(out_dir / "recall_at_matched_precision.parquet")
+            metrics["trigger_recall_at_matched_precision"] = {
+                f"{r['horizon_days']}d": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "horizon_days"}
+                for r in matched.iter_rows(named=True)
+            }
             metrics["trigger_recovery"] = {
                 f"{r['method']}_{r['horizon_days']}d": {k: round(r[k], 4) for k in ("precision", "recall", "false_trigger_rate", "spearman")}
                 | {"n_called": r["n_called"], "n_users": r["n_users"]}
