@@ -121,7 +121,8 @@ def test_personalize_writes_the_trigger_map_and_scores_on_a_tiny_cohort(tmp_path
     assert set(trigger_map["class"]) <= {"trigger", "protective", "no_association", "not_enough_data"}
     assert (trigger_map["lo"] <= trigger_map["log_or"]).all() and (trigger_map["log_or"] <= trigger_map["hi"]).all()
     assert "31+" in metrics["test_all"] and "personal_brier_skill_minus_foundation_lo" in metrics["test_all"]["31+"]
-    assert metrics["reference_gap"] and (tmp_path / "personal" / "reference.parquet").exists()
+    assert metrics["reference_gap"] and (tmp_path / "personal" / "reference.parquet").exists()  # from the worker process
+    assert set(metrics["trigger_recall_at_matched_precision"]) == {"30d", "60d"}
     assert json.loads((tmp_path / "metrics" / "personalize.json").read_text())["timings"]["stage_seconds"] > 0
     assert (tmp_path / "models" / "personal" / "personal.json").exists()
     # the map's prior and rule travel with the model (the service's /insights/triggers reads them)

@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -139,28 +141,45 @@ def _maps(rows: MapRows, prior, horizons, logged: dict[str, int]) -> pl.DataFram
     return trigger_maps(rows, prior, horizons, unit, logged).with_columns(sd=(pl.col("hi") - pl.col("lo")) / 2)
 
 
-def _reference(cfg: DictConfig, cohort: PreparedCohort, preds: pl.DataFrame, rcfg: dict[str, Any], seed: int) -> pl.DataFrame:
-    """Reference forecasts for a seeded subset of held-out people with days 31+ on test."""
+def reference_people(split: pl.DataFrame, rcfg: dict[str, Any]) -> list[str]:
+    """The seeded subset of held-out people with days 31+ on test that the reference forecasts."""
+    eligible = (
+        split.filter(pl.col("cold_start") & (pl.col("split") == "test") & pl.col("scorable") & (pl.col("phase") == "31+"))["user_id"]
+        .unique()
+        .sort()
+    )
+    n = min(int(rcfg["n_users"]), eligible.len())
+    return eligible.sample(n, seed=int(rcfg["seed"])).sort().to_list()
+
+
+def reference_forecasts(data_cfg: dict[str, Any], prepared: str, chosen: list[str], n_draws: int, seed: int) -> pl.DataFrame:
+    """Diary-Bayes reference forecasts for ``chosen`` (a top-level function: it runs in a worker
+    process beside the rest of the stage, from plain arguments)."""
     from migrainemamba.data.simulator import SimulatorConfig
     from migrainemamba.data.simulator.cohort import BURN_IN_DAYS, simulate_internals
     from migrainemamba.evaluation.diary_bayes import diary_bayes_reference
 
-    eligible = preds.filter(pl.col("cold_start") & (pl.col("phase") == "31+"))["user_id"].unique().sort()
-    n = min(int(rcfg["n_users"]), eligible.len())
-    chosen = eligible.sample(n, seed=int(rcfg["seed"])).sort().to_list()
-    sim_cfg = SimulatorConfig.from_dict(to_dict(cfg.data))
+    truth_days = PreparedCohort.read(Path(prepared)).truth_days
+    sim_cfg = SimulatorConfig.from_dict(data_cfg)
     sim = simulate_internals(sim_cfg)
     # the rerun must be the prepared cohort's simulation (same config, same seed)
     first = chosen[0]
-    truth = cohort.truth_days.filter(pl.col("user_id") == first).sort("date")["p_oracle"].fill_null(-1.0).to_numpy()
+    truth = truth_days.filter(pl.col("user_id") == first).sort("date")["p_oracle"].fill_null(-1.0).to_numpy()
     rerun = np.nan_to_num(sim.history.p_oracle[int(first.lstrip("u")), BURN_IN_DAYS:], nan=-1.0)
     if truth.shape != rerun.shape or not np.allclose(truth, rerun, atol=1e-9):
         raise ValueError("diary-Bayes reference: rerunning the simulator (configs/data) does not reproduce the prepared cohort")
-    ref = diary_bayes_reference(
-        sim_cfg, sim, chosen, cohort.truth_days.select("user_id", "date", "logged"), n_draws=int(rcfg["n_draws"]), seed=seed
-    )
-    del sim
-    return ref
+    return diary_bayes_reference(sim_cfg, sim, chosen, truth_days.select("user_id", "date", "logged"), n_draws=n_draws, seed=seed)
+
+
+def start_reference(cfg: DictConfig, split: pl.DataFrame, pool: ProcessPoolExecutor) -> Future | None:
+    """Submit the reference (simulated data, ``personal.reference.enabled``) to ``pool``."""
+    pc = to_dict(cfg.personal)
+    rcfg = pc["reference"]
+    if not rcfg["enabled"] or to_dict(cfg.data).get("source") != "synthetic":
+        return None
+    chosen = reference_people(split, rcfg)
+    prepared = str(resolve_path(cfg.paths.prepared))
+    return pool.submit(reference_forecasts, to_dict(cfg.data), prepared, chosen, int(rcfg["n_draws"]), int(pc["seed"]))
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -178,7 +197,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     # bin labels hold '+', which MLflow param keys may not: the bins go in as one value
     params = {"personal": {k: v for k, v in pc.items() if k != "days_logged_bins"} | {"days_logged_bins": str(pc["days_logged_bins"])}, "split": split_cfg}
-    with tracked(cfg, STAGE, params) as mlrun:
+    # the diary-Bayes reference (simulated data) is independent of steps 1-3: it runs in a
+    # worker process on the other core meanwhile (spawned: forking a process with polars'
+    # and LightGBM's threads running can deadlock)
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    with pool, tracked(cfg, STAGE, params) as mlrun:
+        reference_job = start_reference(cfg, split, pool) if cohort.truth_days is not None else None
         # 1. the prior, by empirical Bayes on the training split
         offset_dir = resolve_path(cfg.paths.models) / "foundation"
         foundation = FoundationModel.load(offset_dir)
@@ -276,12 +300,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         timings["trigger_map_seconds"] = time.perf_counter() - t0
 
         # 4. the diary-Bayes reference (simulated data)
-        rcfg = pc["reference"]
-        if cohort.truth_days is not None and rcfg["enabled"]:
+        if reference_job is not None:
             t0 = time.perf_counter()
-            report["reference"] = reference_gap(cfg, cohort, preds, out_dir)
+            report["reference"] = reference_gap(cfg, reference_job.result(), preds, out_dir)
             metrics["reference_gap"] = report["reference"]["gap"]
-            timings["reference_seconds"] = time.perf_counter() - t0
+            timings["reference_wait_seconds"] = time.perf_counter() - t0  # beyond steps 1-3, which ran meanwhile
 
         write_json(out_dir / "report.json", report)
         metrics["test_all"] = _summary(report["test"], "all", ["31+", *bins])
@@ -301,15 +324,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def reference_gap(cfg: DictConfig, cohort: PreparedCohort, preds: pl.DataFrame, out_dir: Path) -> dict[str, Any]:
-    """The diary-Bayes reference on a subset of held-out people and, per days-logged bin, the
+def reference_gap(cfg: DictConfig, ref: pl.DataFrame, preds: pl.DataFrame, out_dir: Path) -> dict[str, Any]:
+    """Scores of the diary-Bayes reference forecasts ``ref`` and, per days-logged bin, the
     share of the foundation -> reference gap in within-person risk correlation that the
     personal model captures (and the reference's own gain from learning, against itself
     without learning). Writes ``reference.parquet``; returns scores and the gap table."""
     pc = to_dict(cfg.personal)
     rcfg, bins = pc["reference"], list(pc["days_logged_bins"])
     n_boot, seed = int(pc["n_boot"]), int(pc["seed"])
-    ref = _reference(cfg, cohort, preds.filter(pl.col("split") == "test"), rcfg, seed)
     ref.write_parquet(out_dir / "reference.parquet")
     users = ref["user_id"].unique()
     sub = preds.filter((pl.col("split") == "test") & pl.col("user_id").is_in(users.implode()))
