@@ -88,9 +88,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def fit_calibration(
-    offset: np.ndarray, y: np.ndarray, max_iter: int = 50, tol: float = 1e-10
+    offset: np.ndarray, y: np.ndarray, max_iter: int = 50, tol: float = 1e-10, base: np.ndarray | None = None
 ) -> tuple[float, float]:
     """Unpenalised logistic regression of ``y`` on ``offset``: returns (intercept, slope).
+
+    ``base``: log-odds added with a fixed coefficient of 1 (logit = base + intercept + slope * offset).
 
     Newton-Raphson on two parameters (exact, no solver defaults to worry about).
     Raises ``ValueError`` when the fit is not identified (one class only, or an
@@ -108,12 +110,13 @@ def fit_calibration(
         raise ValueError(
             "calibration: the prior offset is constant on the training rows; the slope is not identified"
         )
+    fixed = np.zeros_like(x) if base is None else np.asarray(base, dtype=np.float64)
     design = np.column_stack([np.ones_like(x), x])
     # start at the identity map shifted to the observed rate (close to the optimum)
     rate = y.mean()
-    beta = np.array([math.log(rate / (1 - rate)) - x.mean(), 1.0])
+    beta = np.array([math.log(rate / (1 - rate)) - x.mean() - fixed.mean(), 1.0])
     for _ in range(max_iter):
-        p = sigmoid(design @ beta)
+        p = sigmoid(fixed + design @ beta)
         w = p * (1 - p)
         grad = design.T @ (y - p)
         hess = (design * w[:, None]).T @ design

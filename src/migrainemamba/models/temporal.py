@@ -54,6 +54,7 @@ from migrainemamba.models.pretrain import (
     history_users,
     train_module,
 )
+from migrainemamba.models.prior import fit_calibration
 from migrainemamba.models.sequence_heads import (
     OnsetClassifier,
     SequenceModelConfig,
@@ -249,6 +250,26 @@ class TemporalModel:
             if valid is not None:
                 offset[valid_rows] = self.offset_of(valid)
         self.fit_sequences(seq, rows, valid_rows, offset=offset)
+
+    def recalibrate(self, seq: SequenceData, rows: np.ndarray, offset: np.ndarray | None = None) -> dict[str, float]:
+        """Scale and shift the sequence model's own log-odds (its correction of the offset) by
+        (alpha, beta) fitted on the labelled ``rows`` with the offset held fixed:
+        ``logit = offset + beta + alpha * correction``. Fitted on days the network did not train
+        on: a correction learned against the offset on training days can be too bold or too timid
+        elsewhere, and a sharper ranking then costs Brier score. Folded into the head's output
+        layer, so every forecasting path (batch, history, recurrent) applies it unchanged."""
+        rows = np.asarray(rows, dtype=np.int64)
+        rows = rows[seq.scorable[rows]]
+        base = np.zeros(len(rows)) if offset is None else np.asarray(offset[rows], dtype=np.float64)
+        correction = self.logits_rows(seq, rows, offset) - base
+        beta, alpha = fit_calibration(correction, seq.onset[rows].astype(np.float64), base=base)
+        layer = self.classifier.head.net[-1]
+        with torch.no_grad():
+            layer.weight.mul_(alpha)
+            layer.bias.mul_(alpha).add_(beta)
+        self.summary["recalibration"] = {"alpha": alpha, "beta": beta, "n_days": len(rows)}
+        log.info("%s recalibrated on %d days: alpha=%.3f beta=%.3f", self.name, len(rows), alpha, beta)
+        return self.summary["recalibration"]
 
     def offset_of(self, batch: ForecastBatch) -> np.ndarray:
         """The offset model's log-odds per target (its features: the shared, leakage-safe ones)."""

@@ -164,7 +164,10 @@ def fit_sequence_model(
     run_name: str,
     checkpoint_dir: Path | None = None,
     encoder_lr_scale: float = 1.0,
+    recalibrate: bool = False,
 ) -> TemporalModel:
+    """Fine-tune one sequence model; ``recalibrate``: then fit (alpha, beta) of its correction on
+    the validation days (``TemporalModel.recalibrate``)."""
     model = TemporalModel(name, model_cfg, train_cfg, encoder_lr_scale, stats=data.seq.stats, offset_model=data.offset_model)
     child = mlflow.start_run(run_name=run_name, nested=True) if parent is not None else nullcontext()
     with child as run:
@@ -175,6 +178,8 @@ def fit_sequence_model(
             logger=lightning_logger(run, cfg), checkpoint_dir=checkpoint_dir, progress=bool(cfg.temporal.progress),
             offset=data.offset, trainer_cfg=trainer_config(cfg),
         )
+        if recalibrate:
+            summary |= {f"recalibration_{k}": v for k, v in model.recalibrate(data.seq, data.rows("valid", scorable=True), data.offset).items()}
         if run is not None:
             mlflow.log_metrics({f"final_{k}": float(v) for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)})
     return model
@@ -236,7 +241,7 @@ def fit_summary(model: TemporalModel) -> dict[str, Any]:
         "n_parameters": s["n_parameters"], "n_encoder_parameters": s["n_encoder_parameters"],
         "window_days": model.config.window_days, "bidirectional": model.config.bidirectional,
         "fit_seconds": s["fit_seconds"], "world_size": s.get("world_size", 1),
-    }
+    } | {f"recalibration_{k}": v for k, v in s.get("recalibration", {}).items()}
 
 
 def register(model_dir: Path, name: str) -> Any:

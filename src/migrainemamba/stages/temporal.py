@@ -68,7 +68,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         t = time.perf_counter()
         temporal = fit_sequence_model(
             "temporal", model_cfg, train_cfg, data, train_rows, init_state, cfg, run, "temporal",
-            encoder_lr_scale=float(tc.encoder_lr_scale),
+            encoder_lr_scale=float(tc.encoder_lr_scale), recalibrate=bool(tc.recalibrate),
         )
         if writer:
             temporal.save(model_dir)
@@ -76,7 +76,10 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         # the GRU baseline: the same reading of the diary, head, losses, early stopping; no pretraining
         t = time.perf_counter()
         gru_cfg = SequenceModelConfig.from_dict(model_cfg.to_dict() | {"encoder": "gru", "gru_hidden": 0} | to_dict(tc.gru.model))
-        gru = fit_sequence_model("gru", gru_cfg, TrainConfig.from_dict(to_dict(tc.train) | to_dict(tc.gru.train)), data, train_rows, None, cfg, run, "gru")
+        gru = fit_sequence_model(
+            "gru", gru_cfg, TrainConfig.from_dict(to_dict(tc.train) | to_dict(tc.gru.train)), data, train_rows, None, cfg, run, "gru",
+            recalibrate=bool(tc.recalibrate),
+        )
         if writer:
             gru.save(gru_dir)
         timings["gru_seconds"] = seconds_since(t)
