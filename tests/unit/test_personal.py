@@ -10,7 +10,11 @@ import pytest
 
 from migrainemamba.data.simulator import simulate_cohort
 from migrainemamba.evaluation.leakage import audit_leakage
-from migrainemamba.evaluation.trigger_recovery import recall_at_matched_precision, recovery, top_ranked
+from migrainemamba.evaluation.trigger_recovery import (
+    recall_at_matched_precision,
+    recovery,
+    top_ranked,
+)
 from migrainemamba.features import build_features
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.bayes_logistic import (
