@@ -41,6 +41,7 @@ from migrainemamba.models.temporal_training import (
     load_pretrained,
     load_stage_data,
     running_base_rate,
+    training_offset,
 )
 from migrainemamba.runtime import configure_entry_point
 
@@ -63,19 +64,22 @@ def run(tag: str, overrides: list[str], drop_inputs: list[str], n_boot: int = 20
     if drop_inputs:  # the model never sees these inputs (as if constant at the training mean)
         columns = [data.seq.value_columns.index(c) for c in drop_inputs]
         data.seq.values[:, columns] = 0.0
-    foundation, foundation_logit = foundation_offset(cfg, data)
-    if tc.offset == "foundation":
-        data.offset_model, data.offset = foundation, foundation_logit
+    _, foundation_logit = foundation_offset(cfg, data)  # the full model's: what forecasts use
+    if tc.offset == "foundation":  # what the correction learns against (temporal.offset_fit)
+        data.offset_model, data.offset = training_offset(cfg, data)
     init = encoder_init(pre_cfg, model_cfg, encoder_state) if model_cfg.encoder == "mamba" else None
     started = time.perf_counter()
-    model = fit_sequence_model("temporal", model_cfg, train_cfg, data, data.rows("train", scorable=True), init, cfg, None, tag)
+    model = fit_sequence_model(
+        "temporal", model_cfg, train_cfg, data, data.rows("train", scorable=True), init, cfg, None, tag,
+        recalibrate=bool(tc.get("recalibrate", False)),  # (alpha, beta) fitted on these validation days
+    )
     fit_seconds = round(time.perf_counter() - started, 1)
 
     valid = data.rows("valid", scorable=True)
     keys = data.seq.keys()[valid].select("user_id", "date")
     phase = keys.join(data.features.select("user_id", "date", "phase"), on=["user_id", "date"], how="left", maintain_order="left")["phase"].to_numpy()
     forecasts = {
-        "temporal": model.predict_rows(data.seq, valid, data.offset),
+        "temporal": model.predict_rows(data.seq, valid, None if data.offset is None else foundation_logit),
         "foundation": 1.0 / (1.0 + np.exp(-foundation_logit[valid].astype(np.float64))),
     }
     truth = PreparedCohort.read(resolve_path(cfg.paths.prepared)).truth_days
