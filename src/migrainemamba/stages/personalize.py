@@ -7,8 +7,10 @@
    temporal, when its model exists) with the harness's paired intervals, on days 31+ and by
    days logged (31-60, 61-90, 91-180, 181+).
 3. Trigger maps (personal and N-of-1) at 30/60/90/180 days logged for the held-out people;
-   the class rule's interval is chosen on the training people (false-"trigger" rate) and
-   recovery is scored against ``truth_users`` (simulated data).
+   the class rule's interval is chosen on the training people (false-"trigger" rate and
+   precision targets) and recovery is scored against ``truth_users`` (simulated data).
+Steps 3 and 4 need neither the model nor its forecasts: a worker process computes them on the
+other core while steps 1-2 run.
 4. On simulated data, the diary-Bayes reference on a subset of held-out people, and the
    share of the foundation -> reference gap in within-person risk correlation captured.
 """
@@ -42,6 +44,7 @@ from migrainemamba.models.personal_pyfunc import log_personal_model
 from migrainemamba.models.prior import sigmoid
 from migrainemamba.models.trigger_map import (
     ClassRule,
+    MapPrior,
     MapRows,
     estimate_map_prior,
     save_map_setup,
@@ -141,6 +144,61 @@ def _maps(rows: MapRows, prior, horizons, logged: dict[str, int]) -> pl.DataFram
     return trigger_maps(rows, prior, horizons, unit, logged).with_columns(sd=(pl.col("hi") - pl.col("lo")) / 2)
 
 
+def trigger_map_outputs(
+    pc: dict[str, Any], split_cfg: dict[str, Any], features_path: str, prepared: str, out_dir: str, plots_dir: str
+) -> tuple[dict[str, Any], MapPrior, ClassRule]:
+    """Trigger maps (personal and N-of-1) of the held-out people at every horizon, the class rule
+    chosen on training people, and on simulated data their recovery against the truth. Writes the
+    stage's map files; returns (metrics, the map prior, the rule). A top-level function from plain
+    arguments: it runs in the worker process beside steps 1-2 (it needs neither the model nor
+    its forecasts)."""
+    cohort = PreparedCohort.read(Path(prepared))
+    split = make_split(pl.read_parquet(Path(features_path) / "features.parquet"), split_cfg)
+    out, plots = Path(out_dir), Path(plots_dir)
+    tcfg = pc["trigger_map"]
+    horizons = tuple(int(h) for h in tcfg["horizons"])
+    logged = dict(split.group_by("user_id").agg(pl.col("logged").sum()).iter_rows())
+    all_rows = MapRows.build(split, cohort.daily_logs)
+    prior = estimate_map_prior(
+        MapRows.build(split.filter((pl.col("split") == "train") & ~pl.col("cold_start")), cohort.daily_logs), centre=tcfg["centre"]
+    )
+    warm = split.filter(~pl.col("cold_start"))["user_id"].unique().to_numpy()
+    cold = split.filter(pl.col("cold_start"))["user_id"].unique().to_numpy()
+    maps_cold = _maps(all_rows.upto(10**9, cold), prior, horizons, logged)
+    metrics: dict[str, Any] = {}
+    if cohort.truth_users is not None:
+        # the rule is chosen at the rule horizon only
+        maps_warm = _maps(all_rows.upto(10**9, warm), prior, (int(tcfg["rule_horizon"]),), logged)
+        rule, rule_curve = _choose_rule(maps_warm, cohort.truth_users, tcfg)
+        rule_curve.write_parquet(out / "rule_curve_training_people.parquet")
+    else:
+        rule = ClassRule(z=float(tcfg["default_z"]), **{k: tcfg[k] for k in ("min_onsets_exposed", "min_exposed", "no_association_or")})
+    trigger_map = _reclassify(maps_cold, rule)
+    trigger_map.drop("sd").write_parquet(out / "trigger_map.parquet")
+    write_json(out / "map_prior.json", {"prior": prior.as_dict(), "rule": vars(rule)})
+    if cohort.truth_users is not None:
+        rec = recovery(trigger_map, cohort.truth_users)
+        rec.write_parquet(out / "trigger_recovery.parquet")
+        curve = pl.concat(
+            [recovery(_reclassify(maps_cold, ClassRule(z=float(z))), cohort.truth_users).with_columns(z=pl.lit(float(z))) for z in tcfg["z_grid"]]
+        )
+        curve.write_parquet(out / "recovery_curve.parquet")
+        plot_recovery_curves(curve, plots / "trigger_recovery.png")
+        matched = recall_at_matched_precision(rec, curve)
+        matched.write_parquet(out / "recall_at_matched_precision.parquet")
+        metrics["trigger_recall_at_matched_precision"] = {
+            f"{r['horizon_days']}d": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "horizon_days"}
+            for r in matched.iter_rows(named=True)
+        }
+        metrics["trigger_recovery"] = {
+            f"{r['method']}_{r['horizon_days']}d": {k: round(r[k], 4) for k in ("precision", "recall", "false_trigger_rate", "spearman")}
+            | {"n_called": r["n_called"], "n_users": r["n_users"]}
+            for r in rec.iter_rows(named=True)
+        }
+        metrics["trigger_rule_z"] = rule.z
+    return metrics, prior, rule
+
+
 def reference_people(split: pl.DataFrame, rcfg: dict[str, Any]) -> list[str]:
     """The seeded subset of held-out people with days 31+ on test that the reference forecasts."""
     eligible = (
@@ -197,11 +255,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     # bin labels hold '+', which MLflow param keys may not: the bins go in as one value
     params = {"personal": {k: v for k, v in pc.items() if k != "days_logged_bins"} | {"days_logged_bins": str(pc["days_logged_bins"])}, "split": split_cfg}
-    # the diary-Bayes reference (simulated data) is independent of steps 1-3: it runs in a
-    # worker process on the other core meanwhile (spawned: forking a process with polars'
-    # and LightGBM's threads running can deadlock)
+    # the trigger maps and the diary-Bayes reference (simulated data) need neither the model nor
+    # its forecasts: they run in a worker process on the other core meanwhile (spawned: forking a
+    # process with polars' and LightGBM's threads running can deadlock)
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     with pool, tracked(cfg, STAGE, params) as mlrun:
+        maps_job = pool.submit(
+            trigger_map_outputs, pc, split_cfg, str(resolve_path(cfg.paths.features)), str(resolve_path(cfg.paths.prepared)),
+            str(out_dir), str(plots_dir),
+        )
         reference_job = start_reference(cfg, split, pool) if cohort.truth_days is not None else None
         # 1. the prior, by empirical Bayes on the training split
         offset_dir = resolve_path(cfg.paths.models) / "foundation"
@@ -253,51 +315,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             report[split_name] = {pop: by_phase.get(pop, {}) | by_bin.get(pop, {}) for pop in ("all", "cold_start")}
         timings["scoring_seconds"] = time.perf_counter() - t0
 
-        # 3. trigger maps: rule chosen on training people, maps of held-out people
+        # 3. trigger maps (computed meanwhile by the worker): the map's prior and rule travel with the model
         t0 = time.perf_counter()
-        tcfg = pc["trigger_map"]
-        horizons = tuple(int(h) for h in tcfg["horizons"])
-        logged = dict(split.group_by("user_id").agg(pl.col("logged").sum()).iter_rows())
-        all_rows = MapRows.build(split, cohort.daily_logs)
-        prior = estimate_map_prior(
-            MapRows.build(split.filter((pl.col("split") == "train") & ~pl.col("cold_start")), cohort.daily_logs), centre=tcfg["centre"]
-        )
-        warm = split.filter(~pl.col("cold_start"))["user_id"].unique().to_numpy()
-        cold = split.filter(pl.col("cold_start"))["user_id"].unique().to_numpy()
-        maps_cold = _maps(all_rows.upto(10**9, cold), prior, horizons, logged)
-        metrics: dict[str, Any] = {}
-        if cohort.truth_users is not None:
-            # the rule is chosen at the rule horizon only
-            maps_warm = _maps(all_rows.upto(10**9, warm), prior, (int(tcfg["rule_horizon"]),), logged)
-            rule, rule_curve = _choose_rule(maps_warm, cohort.truth_users, tcfg)
-            rule_curve.write_parquet(out_dir / "rule_curve_training_people.parquet")
-        else:
-            rule = ClassRule(z=float(tcfg["default_z"]), **{k: tcfg[k] for k in ("min_onsets_exposed", "min_exposed", "no_association_or")})
-        trigger_map = _reclassify(maps_cold, rule)
-        trigger_map.drop("sd").write_parquet(out_dir / "trigger_map.parquet")
-        write_json(out_dir / "map_prior.json", {"prior": prior.as_dict(), "rule": vars(rule)})
+        map_metrics, prior, rule = maps_job.result()
         save_map_setup(model_dir, prior, rule)  # served with the model (/insights/triggers)
-        if cohort.truth_users is not None:
-            rec = recovery(trigger_map, cohort.truth_users)
-            rec.write_parquet(out_dir / "trigger_recovery.parquet")
-            curve = pl.concat(
-                [recovery(_reclassify(maps_cold, ClassRule(z=float(z))), cohort.truth_users).with_columns(z=pl.lit(float(z))) for z in tcfg["z_grid"]]
-            )
-            curve.write_parquet(out_dir / "recovery_curve.parquet")
-            plot_recovery_curves(curve, plots_dir / "trigger_recovery.png")
-            matched = recall_at_matched_precision(rec, curve)
-            matched.write_parquet(out_dir / "recall_at_matched_precision.parquet")
-            metrics["trigger_recall_at_matched_precision"] = {
-                f"{r['horizon_days']}d": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "horizon_days"}
-                for r in matched.iter_rows(named=True)
-            }
-            metrics["trigger_recovery"] = {
-                f"{r['method']}_{r['horizon_days']}d": {k: round(r[k], 4) for k in ("precision", "recall", "false_trigger_rate", "spearman")}
-                | {"n_called": r["n_called"], "n_users": r["n_users"]}
-                for r in rec.iter_rows(named=True)
-            }
-            metrics["trigger_rule_z"] = rule.z
-        timings["trigger_map_seconds"] = time.perf_counter() - t0
+        metrics: dict[str, Any] = dict(map_metrics)
+        timings["trigger_map_wait_seconds"] = time.perf_counter() - t0  # beyond steps 1-2, which ran meanwhile
 
         # 4. the diary-Bayes reference (simulated data)
         if reference_job is not None:
