@@ -232,3 +232,14 @@ def test_truth_scores_track_the_true_risk_within_person():
     flat = score_with_intervals(Scored(p=per_person, **base), 20, 0)
     assert flat["within_person_risk_corr"] == pytest.approx(0.0, abs=1e-9)
     assert flat["risk_mse"] == pytest.approx(np.mean((per_person - p_true) ** 2))
+
+
+def test_score_plot_draws_an_interval_that_misses_its_estimate(tmp_path):
+    """A percentile bootstrap interval may exclude the point estimate (few resamples, a skewed
+    score): the bar stops at the estimate instead of crashing the stage."""
+    from migrainemamba.evaluation.plots import interval_extent, plot_scores
+
+    assert interval_extent(0.5, 0.52, 0.6) == (0.0, pytest.approx(0.1))
+    scores = {"all": {"1-14": {"foundation": {"brier_skill": 0.05, "brier_skill_lo": 0.051, "brier_skill_hi": 0.07}}}}
+    plot_scores(scores, tmp_path / "s.png", metric="brier_skill")
+    assert (tmp_path / "s.png").stat().st_size > 0

@@ -22,7 +22,7 @@ from migrainemamba.stages.robustness import run as run_robustness
 
 
 def test_scenario_config_swaps_the_story_and_moves_every_output(tmp_path):
-    cfg = load_config([f"robustness.out_dir={tmp_path}", "robustness.n_users=200"])
+    cfg = load_config([f"robustness.out_dir={tmp_path}", "robustness.n_users=200", "robustness.sequence_models=false"])
     run = scenario_config(cfg, "refractory")
     assert run.data.scenario.name == "refractory" and run.data.n_users == 200
     assert run.data.scenario.refractory.share == 0.6
@@ -33,8 +33,9 @@ def test_scenario_config_swaps_the_story_and_moves_every_output(tmp_path):
     assert Path(run.temporal.model_dir).is_relative_to(tmp_path / "refractory")
     assert run.tracking.enabled is False
     assert list(run.evaluate.models) == ["base_rate", "prior_logistic", "foundation"]
-    seq = scenario_config(load_config([f"robustness.out_dir={tmp_path}", "robustness.sequence_models=true"]), "default")
-    assert list(seq.evaluate.models)[-2:] == ["temporal", "gru"]
+    seq = scenario_config(load_config([f"robustness.out_dir={tmp_path}"]), "default")
+    assert list(seq.evaluate.models)[-2:] == ["temporal", "gru"]  # the default run trains the sequence models
+    assert seq.temporal.train_cohort.source == "fresh" and seq.temporal.train_cohort.n_users == 2000  # merged, not replaced
     assert cfg.data.scenario.name == "default"  # the run's own config is left alone
 
 
@@ -81,7 +82,7 @@ def test_a_small_robustness_run_writes_the_table(tmp_path):
     cfg = load_config([
         f"robustness.out_dir={tmp_path}", f"robustness.plot={tmp_path}/scores.png", f"paths.metrics={tmp_path}/metrics",
         "robustness.n_users=240", "robustness.n_days=150", "robustness.n_boot=5",
-        "robustness.scenarios=[default,same_day_triggers]",
+        "robustness.scenarios=[default,same_day_triggers]", "robustness.sequence_models=false",
     ])
     metrics = run_robustness(cfg)
     table = pl.read_parquet(tmp_path / "scores.parquet")

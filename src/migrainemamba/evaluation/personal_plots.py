@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import polars as pl
 
+from migrainemamba.evaluation.plots import interval_extent
+
 METRICS = (("brier_skill", "Brier skill"), ("within_person_risk_corr", "within-person risk corr"))
 
 
@@ -26,7 +28,7 @@ def plot_gain_by_days_logged(scores: Mapping[str, Any], bins: Sequence[str], pat
                 if metric in values:
                     xs.append(i + 0.1 * (j - 1))
                     ys.append(values[metric])
-                    err.append([values[metric] - values[f"{metric}_lo"], values[f"{metric}_hi"] - values[metric]])
+                    err.append(interval_extent(values[metric], values[f"{metric}_lo"], values[f"{metric}_hi"]))
             if xs:
                 ax.errorbar(xs, ys, yerr=list(zip(*err)), fmt="o-", capsize=3, label=model)
         ax.set_xticks(range(len(bins)), [f"days {b}" for b in bins])

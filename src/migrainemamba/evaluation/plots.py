@@ -64,6 +64,13 @@ def plot_reliability(predictions: pl.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def interval_extent(value: float, lo: float, hi: float) -> tuple[float, float]:
+    """Error-bar lengths below and above a point estimate. A percentile bootstrap interval need not
+    contain the estimate (a skewed score, few resamples): the bar then stops at the estimate
+    instead of going negative, which matplotlib refuses."""
+    return max(value - lo, 0.0), max(hi - value, 0.0)
+
+
 def plot_scores(scores: dict, path: Path, metric: str = "within_person_auc", population: str = "all") -> None:
     """Point estimates with 95% bootstrap intervals per phase and model."""
     phases = scores[population]
@@ -77,8 +84,9 @@ def plot_scores(scores: dict, path: Path, metric: str = "within_person_auc", pop
             if metric in values:
                 xs.append(j + i * width)
                 ys.append(values[metric])
-                lo.append(values[metric] - values[f"{metric}_lo"])
-                hi.append(values[f"{metric}_hi"] - values[metric])
+                below, above = interval_extent(values[metric], values[f"{metric}_lo"], values[f"{metric}_hi"])
+                lo.append(below)
+                hi.append(above)
         ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=3, label=model)
     ax.set_xticks(np.arange(len(PHASES)) + width * (len(models) - 1) / 2, [f"days {p}" for p in PHASES])
     ax.set(ylabel=metric.replace("_", " "), title=f"{metric} with 95% intervals ({population} test users)")

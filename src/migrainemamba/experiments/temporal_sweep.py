@@ -119,11 +119,14 @@ def plot(runs: list[dict[str, Any]], path: Path, phase: str = "all") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from migrainemamba.evaluation.plots import interval_extent
+
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for i, r in enumerate(runs):
         bx, bx_lo, bx_hi = r[phase]["brier_skill"]["temporal_minus_foundation"]
         wy, wy_lo, wy_hi = r[phase]["within_person_auc"]["temporal_minus_foundation"]
-        ax.errorbar(bx, wy, xerr=[[bx - bx_lo], [bx_hi - bx]], yerr=[[wy - wy_lo], [wy_hi - wy]], fmt="o", capsize=3, color=f"C{i % 10}", label=r["tag"])
+        xerr, yerr = interval_extent(bx, bx_lo, bx_hi), interval_extent(wy, wy_lo, wy_hi)
+        ax.errorbar(bx, wy, xerr=[[xerr[0]], [xerr[1]]], yerr=[[yerr[0]], [yerr[1]]], fmt="o", capsize=3, color=f"C{i % 10}", label=r["tag"])
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set(xlabel="Brier skill, temporal minus foundation", ylabel="within-person AUC, temporal minus foundation",
