@@ -9,10 +9,10 @@
 3. Trigger maps (personal and N-of-1) at 30/60/90/180 days logged for the held-out people;
    the class rule's interval is chosen on the training people (false-"trigger" rate and
    precision targets) and recovery is scored against ``truth_users`` (simulated data).
-Steps 3 and 4 need neither the model nor its forecasts: a worker process computes them on the
-other core while steps 1-2 run.
 4. On simulated data, the diary-Bayes reference on a subset of held-out people, and the
    share of the foundation -> reference gap in within-person risk correlation captured.
+Steps 3 and 4 need neither the model nor its forecasts: a worker process computes them on the
+other core while steps 1-2 run.
 """
 
 from __future__ import annotations
