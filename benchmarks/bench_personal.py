@@ -64,7 +64,7 @@ def main() -> None:
     logs = cohort.daily_logs.filter(pl.col("user_id") == uid).sort("date").head(DIARY_DAYS + 1)
     history, today = logs.head(DIARY_DAYS), logs["date"][DIARY_DAYS]
     features = build_features(user, history)
-    diaries, _ = Diaries.from_features(features, model.offset(features), model.config)
+    diaries, _ = Diaries.from_features(features, model.offset(features), model.design(features))
     labelled = ~np.isnan(diaries.y)
     rows = Rows(diaries.x[labelled], diaries.offset[labelled], diaries.y[labelled], diaries.group[labelled], 1)
     k = len(model.prior_var)

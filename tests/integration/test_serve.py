@@ -117,7 +117,7 @@ def personal_dir(small_cohort, foundation_dir, work) -> Path:
     features = build_features(small_cohort.users, small_cohort.daily_logs)
     split = make_split(features, to_dict(cfg.split))
     train = split.filter((pl.col("split") == "train") & pl.col("scorable") & ~pl.col("cold_start"))
-    keys = ("triggers", "extra_terms", "level", "refit_every_days", "min_days_logged", "moderated", "init_prior_sd")
+    keys = ("triggers", "extra_terms", "weighted_effects", "level", "refit_every_days", "min_days_logged", "moderated", "init_prior_sd")
     config = config_from_dict({k: v for k, v in to_dict(cfg.personal).items() if k in keys} | {"eb_max_iter": 20})
     model = PersonalModel(config, FoundationModel.load(foundation_dir), foundation_dir)
     model.fit(ForecastBatch(small_cohort.users, small_cohort.daily_logs, train.select("user_id", "date"), split))

@@ -11,11 +11,21 @@ sampling over ``n_draws`` prior draws per person:
 
 ``P(outcome_d | past, theta)`` is the oracle's own filtered predictive of the realised onset
 (its latent premonitory-state filter run with theta, given the realised same-day exposures).
-Symptoms' likelihood does not depend on theta (the state is independent day to day), so it
-cancels. Each draw's baseline is re-solved so the person's onset rate stays their target (the
+The logged days' symptoms weigh the draws too: their likelihood depends on theta only through
+proneness (the state is independent day to day), so with the dynamics known it cancels. Each draw's baseline is re-solved so the person's onset rate stays their target (the
 frequency is known, the sensitivities are not), with the same clustering correction as the
 simulator. The likelihood counts only days the person logged in the diary period ("the
-diary so far"); the state filter, like the oracle's, uses the true past.
+diary so far"); the state filter, like the oracle's, uses the true past, or with
+``diary_symptoms_only`` the symptoms of logged days only (attack days stay the true ones).
+With ``self_report`` (attacks per month each person told at onboarding), the frequency is not
+known either: drawn from the cohort's frequency bands and weighted by the likelihood of what
+the person told, so nothing about the person is known beyond what the models see at
+onboarding (their attack duration aside, which the diary shows from the first attack).
+
+``dynamics_known=False`` also leaves out the person's dynamics: whether they are
+prodrome-prone and whether their attacks cluster are drawn with their cohort shares and
+learned the same way (``experiments.oracle_decomposition``). Scenario terms beyond the default
+story (refractory periods, feedback, drift) are not modelled: default-story cohorts only.
 """
 
 from __future__ import annotations
@@ -24,13 +34,20 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import product
+from typing import Any
 
 import numpy as np
 import polars as pl
 from scipy.special import expit
 
 from migrainemamba.data.simulator.attacks import _symptom_likelihood
-from migrainemamba.data.simulator.cohort import BURN_IN_DAYS, SimulationInternals, _solve_alpha
+from migrainemamba.data.simulator.cohort import (
+    BURN_IN_DAYS,
+    DAYS_PER_MONTH,
+    SimulationInternals,
+    _solve_alpha,
+    simulate_internals,
+)
 from migrainemamba.data.simulator.config import SimulatorConfig
 
 log = logging.getLogger(__name__)
@@ -44,9 +61,25 @@ class ReferenceInputs:
     alpha: np.ndarray  # (N,)
     known_lp: np.ndarray  # (N, T)
     same_beta: np.ndarray  # (N, S)
+    state_rate: np.ndarray  # (N,) P(premonitory state) per day: 0 unless prodrome-prone
+    burst_log_or: np.ndarray  # (N,) 0 unless bursty
+    log_w0: np.ndarray | None = None  # (N,) log prior weight of each draw before the diary (None: equal)
 
 
-def _draws(cfg: SimulatorConfig, sim: SimulationInternals, people: np.ndarray, n_draws: int, seed: int) -> ReferenceInputs:
+def _draws(
+    cfg: SimulatorConfig,
+    sim: SimulationInternals,
+    people: np.ndarray,
+    n_draws: int,
+    seed: int,
+    dynamics_known: bool = True,
+    self_report: np.ndarray | None = None,
+) -> ReferenceInputs:
+    """Prior draws of what the reference does not know: the sensitivities; unless
+    ``dynamics_known``, whether the person is prodrome-prone and whether their attacks cluster
+    (each with its share in the cohort, ``cfg.prodrome`` and ``cfg.frequency``); with
+    ``self_report`` (attacks per month told at onboarding, per person of ``people``), their
+    attack frequency, drawn around what they told with the simulator's recall noise."""
     rng = np.random.default_rng(seed)
     n = len(people) * n_draws
     person = np.repeat(people, n_draws)
@@ -60,18 +93,47 @@ def _draws(cfg: SimulatorConfig, sim: SimulationInternals, people: np.ndarray, n
     known_lp = sum(draw[t.name][:, None] * sim.expo.indicators[t.name][person] for t in known)
     same_beta = np.stack([draw[t.name] for t in same], axis=1)
     inp = sim.inputs
+    if dynamics_known:
+        state_rate, burst_log_or = inp.state_rate[person], inp.burst_log_or[person]
+        state, burst_correction = sim.state[person], sim.burst_correction[person]
+    else:
+        prone = rng.random(n) < cfg.prodrome["prone_share"]
+        bursty = rng.random(n) < cfg.frequency["bursty_share"]
+        state_rate = np.where(prone, float(cfg.prodrome["state_rate"]), 0.0)
+        burst_log_or = np.where(bursty, float(cfg.frequency["burst_log_or"]), 0.0)
+        # a drawn prodrome-prone person needs drawn states to solve the baseline against, and a
+        # drawn bursty one the clustering correction (their own if they are bursty, else the cohort's)
+        state = rng.random(known_lp.shape) < state_rate[:, None]
+        cohort_correction = float(sim.burst_correction[sim.bursty].mean()) if sim.bursty.any() else 0.0
+        burst_correction = np.where(bursty, np.where(sim.bursty[person], sim.burst_correction[person], cohort_correction), 0.0)
     g1, g2 = inp.gamma
     lp_rest = (
         known_lp
         + (inp.same_day_bits[person] * same_beta[:, None, :]).sum(axis=2)
-        + g1 * np.roll(sim.state[person], 1, axis=1)
-        + g2 * np.roll(sim.state[person], 2, axis=1)
+        + g1 * np.roll(state, 1, axis=1)
+        + g2 * np.roll(state, 2, axis=1)
     )
-    alpha = _solve_alpha(sim.onset_target[person], lp_rest, sim.calibration_eligible[person]) - sim.burst_correction[person]
-    return ReferenceInputs(person, alpha, known_lp, same_beta)
+    target, log_w0 = sim.onset_target[person], None
+    if self_report is not None:
+        # attack days per month from the cohort's frequency bands, weighted by how likely each
+        # makes what the person told (log-normal recall noise; told 0 read as 0.25)
+        bands = cfg.frequency["bands"]
+        shares = np.array([b["share"] for b in bands], float)
+        band = rng.choice(len(bands), size=n, p=shares / shares.sum())
+        days = rng.uniform(np.array([b["low"] for b in bands])[band], np.array([b["high"] for b in bands])[band])
+        duration = sim.people.mean_duration[person]
+        told = np.maximum(np.repeat(np.asarray(self_report, float), n_draws), 0.25)
+        noise_sd = float(cfg.people["self_report_noise_sd"])
+        log_w0 = -0.5 * ((np.log(told) - np.log(days / duration)) / noise_sd) ** 2
+        share = days / DAYS_PER_MONTH
+        target = np.clip(share / (duration * (1 - share)), 1e-4, 0.85)
+    alpha = _solve_alpha(target, lp_rest, sim.calibration_eligible[person]) - burst_correction
+    return ReferenceInputs(person, alpha, known_lp, same_beta, state_rate, burst_log_or, log_w0)
 
 
-def _filter(sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, n_draws: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _filter(
+    sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, n_draws: int, diary_symptoms_only: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reference forecasts (P, T), effective sample sizes (P, T) and the same forecasts with the
     prior's weights (no learning from the diary: what the reference knows on day 1) for the P
     people of ``ref``."""
@@ -83,10 +145,12 @@ def _filter(sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, 
     combos = np.array(list(product([0, 1], repeat=ref.same_beta.shape[1])), dtype=float)
     combo_lp = ref.same_beta @ combos.T  # (N, C)
     state_lp = np.array([[g1 * s1 + g2 * s2 for s2 in (0, 1)] for s1 in (0, 1)])
-    rate = inp.state_rate[person]
+    rate = ref.state_rate
     prior2 = np.stack([1 - rate, rate], axis=1)
     belief = prior2[:, :, None] * prior2[:, None, :]
-    log_w = np.zeros(n)
+    log_w = np.zeros(n) if ref.log_w0 is None else ref.log_w0.copy()
+    w0 = np.exp(log_w - log_w.reshape(n_people, n_draws).max(axis=1).repeat(n_draws)).reshape(n_people, n_draws)
+    w0 /= w0.sum(axis=1, keepdims=True)  # the prior's weights: what the reference knows on day 1
     forecast = np.full((n_people, n_days), np.nan)
     unlearned = np.full((n_people, n_days), np.nan)
     ess = np.full((n_people, n_days), np.nan)
@@ -94,7 +158,7 @@ def _filter(sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, 
     attack, onset, eligible = hist.attack[person], hist.onset[person], hist.eligible[person]
     same_bits = inp.same_day_bits[person]
     for t in range(n_days):
-        burst = inp.burst_log_or[person] * np.exp(-(t - last_attack - 1) / inp.burst_decay_days)
+        burst = ref.burst_log_or * np.exp(-(t - last_attack - 1) / inp.burst_decay_days)
         known = ref.alpha + ref.known_lp[:, t] + burst
         prob = inp.same_day_prob[person, t, :]
         weights = np.prod(np.where(combos[None] == 1, prob[:, None, :], 1 - prob[:, None, :]), axis=2)
@@ -103,7 +167,7 @@ def _filter(sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, 
         w = np.exp(log_w - log_w.reshape(n_people, n_draws).max(axis=1).repeat(n_draws)).reshape(n_people, n_draws)
         w /= w.sum(axis=1, keepdims=True)
         forecast[:, t] = (w * p_draw.reshape(n_people, n_draws)).sum(axis=1)
-        unlearned[:, t] = p_draw.reshape(n_people, n_draws).mean(axis=1)
+        unlearned[:, t] = (w0 * p_draw.reshape(n_people, n_draws)).sum(axis=1)
         ess[:, t] = 1.0 / (w**2).sum(axis=1)
         # the realised outcome's likelihood under each draw, then the oracle's state update
         realised_same = (same_bits[:, t, :] * ref.same_beta).sum(axis=1)
@@ -114,6 +178,10 @@ def _filter(sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, 
         log_w = log_w + np.where(counts, np.log(np.maximum((belief * like).sum(axis=(1, 2)), 1e-300)), 0.0)
         b1 = (belief * like).sum(axis=2)
         like_sym = np.stack([_symptom_likelihood(inp, hist.prodrome_symptoms[person, t, :], s, attack[:, t]) for s in (0.0, 1.0)], axis=1)
+        if diary_symptoms_only:  # an unlogged day's symptoms are unknown: no evidence about its state
+            like_sym = np.where(logged[:, t, None], like_sym, 1.0)
+        # the day's symptoms weigh the draws too when proneness is drawn (otherwise a constant)
+        log_w = log_w + np.where(logged[:, t], np.log(np.maximum((prior2 * like_sym).sum(axis=1), 1e-300)), 0.0)
         belief = (prior2 * like_sym)[:, :, None] * b1[:, None, :]
         belief /= belief.sum(axis=(1, 2), keepdims=True)
         last_attack = np.where(attack[:, t], t, last_attack)
@@ -128,6 +196,9 @@ def diary_bayes_reference(
     n_draws: int = 512,
     chunk_people: int = 40,
     seed: int = 0,
+    dynamics_known: bool = True,
+    diary_symptoms_only: bool = False,
+    self_report: dict[str, float] | None = None,
 ) -> pl.DataFrame:
     """``user_id, date, p_reference, p_reference_unlearned, ess`` for every diary-period day of ``user_ids``.
 
@@ -146,8 +217,9 @@ def diary_bayes_reference(
         for uid, day in part.select("user_id", "date").iter_rows():
             t = (day - start).days - int(sim.people.enrol_offset[people[offsets[uid]]])
             mask[offsets[uid], t] = True
-        ref = _draws(cfg, sim, people, n_draws, seed + lo)
-        forecast, ess, unlearned = _filter(sim, ref, np.repeat(mask, n_draws, axis=0), n_draws)
+        told = None if self_report is None else np.array([self_report[u] for u in ids])
+        ref = _draws(cfg, sim, people, n_draws, seed + lo, dynamics_known, told)
+        forecast, ess, unlearned = _filter(sim, ref, np.repeat(mask, n_draws, axis=0), n_draws, diary_symptoms_only)
         for j, uid in enumerate(ids):
             first = start + timedelta(days=int(sim.people.enrol_offset[people[j]]))
             days = np.arange(BURN_IN_DAYS, n_days)
@@ -164,3 +236,29 @@ def diary_bayes_reference(
             )
         log.info("diary-Bayes reference: %d/%d people", min(lo + chunk_people, len(index)), len(index))
     return pl.concat(frames).with_columns(pl.col("p_reference", "p_reference_unlearned").fill_nan(None))
+
+
+def prepared_cohort_reference(
+    data_cfg: dict[str, Any],
+    truth_days: pl.DataFrame,
+    chosen: list[str],
+    n_draws: int,
+    seed: int,
+    dynamics_known: bool = True,
+    diary_symptoms_only: bool = False,
+    self_report: dict[str, float] | None = None,
+) -> pl.DataFrame:
+    """:func:`diary_bayes_reference` for ``chosen`` people of a prepared simulated cohort: reruns
+    the simulator from its config (``data_cfg``) and checks that the rerun is that cohort."""
+    sim_cfg = SimulatorConfig.from_dict(data_cfg)
+    sim = simulate_internals(sim_cfg)
+    first = chosen[0]
+    truth = truth_days.filter(pl.col("user_id") == first).sort("date")["p_oracle"].fill_null(-1.0).to_numpy()
+    rerun = np.nan_to_num(sim.history.p_oracle[int(first.lstrip("u")), BURN_IN_DAYS:], nan=-1.0)
+    if truth.shape != rerun.shape or not np.allclose(truth, rerun, atol=1e-9):
+        raise ValueError("diary-Bayes reference: rerunning the simulator (configs/data) does not reproduce the prepared cohort")
+    logged = truth_days.select("user_id", "date", "logged")
+    return diary_bayes_reference(
+        sim_cfg, sim, chosen, logged, n_draws, seed=seed, dynamics_known=dynamics_known,
+        diary_symptoms_only=diary_symptoms_only, self_report=self_report,
+    )

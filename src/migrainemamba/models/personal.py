@@ -38,7 +38,9 @@ import numpy as np
 import polars as pl
 
 from migrainemamba.features import build_features
+from migrainemamba.features.daily import FEATURE_COLUMNS
 from migrainemamba.features.triggers import (
+    FEATURE_GROUPS,
     GROUP_NAMES,
     TRIGGER_GROUP,
     TRIGGER_INDICATORS,
@@ -72,6 +74,28 @@ EXTRA_TERMS: dict[str, pl.Expr] = {
 }
 
 
+# "Weight" terms: the person's own weight on an effect the population model has learned. The
+# effect's covariate is how much the offset model's log-odds change when a set of features is
+# reset to a neutral value (e.g. no attack in the last week): 0 keeps the population's response,
+# a person whose attacks cluster more than most moves above 0 on ``recent_attacks``, one with a
+# refractory spell after attacks below it. Unlike the extra terms, they scale what the population
+# model learned rather than a hand-made indicator.
+WEIGHTED_EFFECTS: dict[str, dict[str, float]] = {
+    # the last week's attacks (days since the last one capped at 60 in the features)
+    "recent_attacks": {"days_since_last_attack": 60.0, "attack_days_last_7_days": 0.0},
+    # yesterday's and the day before's premonitory symptoms
+    "prodrome": {f: 0.0 for f in FEATURE_COLUMNS if FEATURE_GROUPS[f] == "prodrome"},
+}
+EFFECT_GROUP = {"recent_attacks": "attacks", "prodrome": "prodrome"}
+WEIGHT_SUFFIX = "_weight"
+
+
+def effect_log_odds(offset_model: OffsetModel, features: pl.DataFrame, effect: str) -> np.ndarray:
+    """The offset model's log-odds minus its log-odds with the effect's features reset."""
+    reset = features.with_columns(pl.lit(v).cast(features.schema[f]).alias(f) for f, v in WEIGHTED_EFFECTS[effect].items())
+    return np.asarray(offset_model.logit(features), float) - np.asarray(offset_model.logit(reset), float)
+
+
 class OffsetModel(Protocol):
     """The population model under the personal one: forecast log-odds per feature row."""
 
@@ -84,6 +108,7 @@ class PersonalConfig:
 
     triggers: tuple[str, ...] = tuple(TRIGGER_INDICATORS)
     extra_terms: tuple[str, ...] = ()
+    weighted_effects: tuple[str, ...] = ()  # the offset model's effects given a personal weight (WEIGHTED_EFFECTS)
     level: bool = True  # a personal level term on top of the offset's own (14-day) personal rate
     refit_every_days: int = 7
     min_days_logged: int = 30  # forecasts for days 1..30 stay the population's
@@ -95,6 +120,10 @@ class PersonalConfig:
     def __post_init__(self) -> None:
         self.triggers = tuple(self.triggers)
         self.extra_terms = tuple(self.extra_terms)
+        self.weighted_effects = tuple(self.weighted_effects)
+        unknown = sorted(set(self.weighted_effects) - set(WEIGHTED_EFFECTS))
+        if unknown:
+            raise ValueError(f"personal.weighted_effects: unknown {unknown}; known: {sorted(WEIGHTED_EFFECTS)}")
         unknown = sorted(set(self.triggers) - set(TRIGGER_INDICATORS))
         if unknown:
             raise ValueError(f"personal.triggers: unknown {unknown}; known: {sorted(TRIGGER_INDICATORS)}")
@@ -106,11 +135,16 @@ class PersonalConfig:
 
     @property
     def terms(self) -> tuple[str, ...]:
-        return ((LEVEL,) if self.level else ()) + (*self.triggers, *self.extra_terms)
+        weights = tuple(e + WEIGHT_SUFFIX for e in self.weighted_effects)
+        return ((LEVEL,) if self.level else ()) + (*self.triggers, *self.extra_terms, *weights)
 
 
-def design(features: pl.DataFrame, config: PersonalConfig) -> np.ndarray:
-    """(rows, K) design: 1 for the level (if any), the trigger indicators, the extra terms."""
+def design(features: pl.DataFrame, config: PersonalConfig, effects: np.ndarray | None = None) -> np.ndarray:
+    """(rows, K) design: 1 for the level (if any), the trigger indicators, the extra terms, and
+    ``effects`` (rows, len(weighted_effects)): the offset model's log-odds per weighted effect."""
+    n_effects = len(config.weighted_effects)
+    if n_effects and (effects is None or np.shape(effects) != (features.height, n_effects)):
+        raise ValueError(f"personal.design: weighted effects {config.weighted_effects} need their log-odds per row")
     parts = [np.ones((features.height, 1))] if config.level else [np.empty((features.height, 0))]
     if config.triggers:
         parts.append(trigger_indicators(features, list(config.triggers)).to_numpy())
@@ -118,6 +152,8 @@ def design(features: pl.DataFrame, config: PersonalConfig) -> np.ndarray:
         parts.append(
             features.select([EXTRA_TERMS[t].fill_null(False).cast(pl.Float64).alias(t) for t in config.extra_terms]).to_numpy()
         )
+    if n_effects:
+        parts.append(np.asarray(effects, dtype=np.float64))
     return np.hstack(parts).astype(np.float64)
 
 
@@ -139,8 +175,9 @@ class Diaries:
     days_logged_before: np.ndarray  # (n,)
 
     @classmethod
-    def from_features(cls, features: pl.DataFrame, offset: np.ndarray, config: PersonalConfig) -> tuple[Diaries, np.ndarray]:
-        """From ``build_features`` rows (any order) and the offset model's log-odds per row.
+    def from_features(cls, features: pl.DataFrame, offset: np.ndarray, x: np.ndarray) -> tuple[Diaries, np.ndarray]:
+        """From ``build_features`` rows (any order), the offset model's log-odds per row and the
+        design per row (:meth:`PersonalModel.design`).
 
         Also returns ``order``: flat row i is ``features`` row ``order[i]``.
         """
@@ -162,7 +199,7 @@ class Diaries:
             length=length,
             t=t,
             group=group,
-            x=design(features, config)[order],
+            x=np.asarray(x, dtype=np.float64)[order],
             offset=frame["_offset"].to_numpy(),
             y=y,
             days_logged_before=frame["days_logged_before"].to_numpy(),
@@ -308,6 +345,18 @@ class PersonalModel:
     def offset(self, features: pl.DataFrame) -> np.ndarray:
         return np.asarray(self.offset_model.logit(features), dtype=float)
 
+    def design(self, features: pl.DataFrame, from_row: int = 0) -> np.ndarray:
+        """The personal terms' covariates per feature row (module :func:`design`). The offset
+        model's effects are computed for rows ``from_row`` onwards only (NaN before: rows not read)."""
+        names = self.config.weighted_effects
+        if not names:
+            return design(features, self.config)
+        effects = np.full((features.height, len(names)), np.nan)
+        if from_row < features.height:
+            rows = features.slice(from_row)
+            effects[from_row:] = np.column_stack([effect_log_odds(self.offset_model, rows, e) for e in names])
+        return design(features, self.config, effects)
+
     def fit(self, train: ForecastBatch, valid: ForecastBatch | None = None, offset: np.ndarray | None = None) -> None:
         """Empirical Bayes on the training batch's labelled rows: the prior spread of every term.
 
@@ -324,7 +373,7 @@ class PersonalModel:
         if features.height == 0:
             raise ValueError("personal.fit: the training batch has no labelled rows")
         users, group = np.unique(features["user_id"].to_numpy(), return_inverse=True)
-        rows = Rows(design(features, self.config), offset, features["onset"].cast(pl.Float64).to_numpy(), group, len(users))
+        rows = Rows(self.design(features), offset, features["onset"].cast(pl.Float64).to_numpy(), group, len(users))
         k = len(self.config.terms)
         eb = empirical_bayes(rows, np.zeros(k), np.full(k, self.config.init_prior_sd**2), max_iter=self.config.eb_max_iter)
         self.config.prior_var = {t: float(v) for t, v in zip(self.config.terms, eb.prior_var)}
@@ -340,7 +389,7 @@ class PersonalModel:
 
     def forecast_rows(self, features: pl.DataFrame) -> tuple[pl.DataFrame, Prequential]:
         """Prequential forecasts for every row of ``features`` (whole grids): user_id, date, logit, p."""
-        diaries, order = Diaries.from_features(features, self.offset(features), self.config)
+        diaries, order = Diaries.from_features(features, self.offset(features), self.design(features))
         result = personalise(diaries, self.prior_var, self.config)
         frame = features.select("user_id", "date")[order].with_columns(
             logit=pl.Series(result.logit), p=pl.Series(sigmoid(result.logit))
@@ -356,8 +405,9 @@ class PersonalModel:
 
     def term_groups(self) -> list[str]:
         """The explanation group of each term: the level is the person's own ("person"), a trigger
-        its habit group (``features.triggers.TRIGGER_GROUP``), the dynamic terms theirs."""
+        its habit group (``features.triggers.TRIGGER_GROUP``), the dynamic and weight terms theirs."""
         extra = {"prodrome_yesterday": "prodrome", "prodrome_2plus_yesterday": "prodrome", "recent_attack": "attacks"}
+        extra |= {e + WEIGHT_SUFFIX: EFFECT_GROUP[e] for e in self.config.weighted_effects}
         return [("person" if t == LEVEL else TRIGGER_GROUP.get(t) or extra[t]) for t in self.config.terms]
 
     def explain(self, batch: ForecastBatch, top_k: int | None = 3) -> list[list[dict[str, Any]]]:
@@ -370,7 +420,7 @@ class PersonalModel:
         baseline give the forecast's logit. Replays the person's diary (prequential, as predict).
         """
         features = self.history(batch)
-        diaries, order = Diaries.from_features(features, self.offset(features), self.config)
+        diaries, order = Diaries.from_features(features, self.offset(features), self.design(features))
         means = np.zeros_like(diaries.x)
         state = Posterior.prior(len(diaries.length), np.zeros(diaries.x.shape[1]), self.prior_var)
         advance(diaries, state, self.prior_var, self.config, 0, int(diaries.length.max(initial=0)), means=means)
@@ -414,7 +464,7 @@ class PersonalModel:
         offset = np.full(grid.height, np.nan)
         if offsets_from < grid.height:
             offset[offsets_from:] = self.offset(grid.slice(offsets_from))
-        diaries, _ = Diaries.from_features(grid, offset, self.config)
+        diaries, _ = Diaries.from_features(grid, offset, self.design(grid, offsets_from))
         return diaries
 
     def resume(self, features: pl.DataFrame, state: UserState | None, stop: int) -> UserState:
@@ -449,7 +499,7 @@ class PersonalModel:
         offset = self.offset(last)
         if float(last["days_logged_before"][0]) < self.config.min_days_logged:
             return float(sigmoid(offset)[0])
-        logit = predictive_logit(state.posterior(), design(last, self.config), offset, self.config.moderated)
+        logit = predictive_logit(state.posterior(), self.design(last), offset, self.config.moderated)
         return float(sigmoid(logit)[0])
 
     def explain_last(self, batch: ForecastBatch, features: pl.DataFrame, state: UserState, top_k: int | None = None) -> list[dict[str, Any]]:
@@ -462,7 +512,7 @@ class PersonalModel:
         last = grid.tail(1)
         contrib = np.zeros(len(self.config.terms))
         if float(last["days_logged_before"][0]) >= self.config.min_days_logged:
-            contrib = np.asarray(state.mean, float) * design(last, self.config)[0]
+            contrib = np.asarray(state.mean, float) * self.design(last)[0]
         return self._grouped(self._offset_items(batch, 1)[0], contrib, top_k)
 
     # ---------------------------------------------------------- persistence

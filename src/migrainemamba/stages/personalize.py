@@ -57,7 +57,7 @@ from migrainemamba.stages.common import finish, tracked
 log = logging.getLogger(__name__)
 
 STAGE = "personalize"
-MODEL_KEYS = ("triggers", "extra_terms", "level", "refit_every_days", "min_days_logged", "moderated", "eb_max_iter", "init_prior_sd")
+MODEL_KEYS = ("triggers", "extra_terms", "weighted_effects", "level", "refit_every_days", "min_days_logged", "moderated", "eb_max_iter", "init_prior_sd")
 COMPARED = ("personal", "foundation", "temporal")
 SCORES = ("brier_skill", "within_person_risk_corr", "within_person_auc", "ece", "auc")
 
@@ -213,20 +213,9 @@ def reference_people(split: pl.DataFrame, rcfg: dict[str, Any]) -> list[str]:
 def reference_forecasts(data_cfg: dict[str, Any], prepared: str, chosen: list[str], n_draws: int, seed: int) -> pl.DataFrame:
     """Diary-Bayes reference forecasts for ``chosen`` (a top-level function: it runs in a worker
     process beside the rest of the stage, from plain arguments)."""
-    from migrainemamba.data.simulator import SimulatorConfig
-    from migrainemamba.data.simulator.cohort import BURN_IN_DAYS, simulate_internals
-    from migrainemamba.evaluation.diary_bayes import diary_bayes_reference
+    from migrainemamba.evaluation.diary_bayes import prepared_cohort_reference
 
-    truth_days = PreparedCohort.read(Path(prepared)).truth_days
-    sim_cfg = SimulatorConfig.from_dict(data_cfg)
-    sim = simulate_internals(sim_cfg)
-    # the rerun must be the prepared cohort's simulation (same config, same seed)
-    first = chosen[0]
-    truth = truth_days.filter(pl.col("user_id") == first).sort("date")["p_oracle"].fill_null(-1.0).to_numpy()
-    rerun = np.nan_to_num(sim.history.p_oracle[int(first.lstrip("u")), BURN_IN_DAYS:], nan=-1.0)
-    if truth.shape != rerun.shape or not np.allclose(truth, rerun, atol=1e-9):
-        raise ValueError("diary-Bayes reference: rerunning the simulator (configs/data) does not reproduce the prepared cohort")
-    return diary_bayes_reference(sim_cfg, sim, chosen, truth_days.select("user_id", "date", "logged"), n_draws=n_draws, seed=seed)
+    return prepared_cohort_reference(data_cfg, PreparedCohort.read(Path(prepared)).truth_days, chosen, n_draws, seed)
 
 
 def start_reference(cfg: DictConfig, split: pl.DataFrame, pool: ProcessPoolExecutor) -> Future | None:
