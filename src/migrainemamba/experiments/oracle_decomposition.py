@@ -4,25 +4,28 @@ The oracle knows every parameter of a person and the true past. Between it and t
 - the person's trigger sensitivities;
 - the person's dynamics: whether their onsets follow a premonitory state (prodrome-prone) and
   whether their attacks cluster (bursty), both person-specific in the simulator;
+- the person's attack frequency, which the models know only from what they told at onboarding
+  and from their diary;
 - what no diary holds: the true past on unlogged days, the exact generative story.
 
-Diary-Bayes references (``evaluation.diary_bayes``) that do not know the sensitivities, or the
-sensitivities and the dynamics, and learn them from the person's logged days as an exact Bayesian
-would (``learned``) or not at all (prior weights, ``prior``), separate these. Scored per phase on
-held-out people's test days beside the evaluate stage's models, paired intervals over people:
+Diary-Bayes references (``evaluation.diary_bayes``) leave these out one by one and learn them
+from the person's logged days as an exact Bayesian would (``_learned``) or not at all (the
+prior's weights, ``_prior``). Runs (``RUNS``):
+- ``sensitivities_unknown``: the personalize stage's reference;
+- ``person_unknown_true_past``: the dynamics unknown too;
+- ``person_unknown``: and the symptoms of unlogged days unknown;
+- ``nothing_known``: and the frequency unknown: drawn from the cohort's bands, weighted by what
+  the person told. Knowing the generative story and nothing about the person beyond what the
+  models see, it is the best any model trained on these diaries could do.
+
+Scored per phase on held-out people's test days beside the evaluate stage's models, paired
+intervals over people::
 
     .venv/bin/python -m migrainemamba.experiments.oracle_decomposition [n_users=300] [n_draws=256]
 
-Reading the table:
-- ``person_unknown_prior`` is the best forecast without learning anything about the person:
-  the ceiling of a pooled model that knew the generative story and the true past;
-- ``person_unknown_learned`` minus it is what learning this person can add at that phase, the
-  room of a personal model, or of a sequence model reading the person's own history;
-- the gap between ``person_unknown_learned`` and the oracle is what no diary-trained model can
-  close.
-
-Default-story cohorts only (the references model no scenario terms). Writes
-``data/experiments/oracle_decomposition.json``.
+Default-story cohorts only (the references model no scenario terms). The references are cached
+in ``data/experiments`` (``references_only`` computes them before the pipeline's models exist);
+the scores go to ``data/experiments/oracle_decomposition.json``.
 """
 
 from __future__ import annotations
