@@ -21,11 +21,11 @@ prior's weights, ``_prior``). Runs (``RUNS``):
 Scored per phase on held-out people's test days beside the evaluate stage's models, paired
 intervals over people::
 
-    .venv/bin/python -m migrainemamba.experiments.oracle_decomposition [n_users=300] [n_draws=256]
+    .venv/bin/python -m migrainemamba.experiments.oracle_decomposition [n_users=300] [n_draws=256] [runs=a,b]
 
 Default-story cohorts only (the references model no scenario terms). The references are cached
 in ``data/experiments`` (``references_only`` computes them before the pipeline's models exist);
-the scores go to ``data/experiments/oracle_decomposition.json``.
+the scores go to ``data/experiments/oracle_decomposition_<people>x<draws>.json``, the plots beside.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from migrainemamba.config import load_config, resolve_path, to_dict
 from migrainemamba.data.prepare import PreparedCohort
 from migrainemamba.evaluation.diary_bayes import prepared_cohort_reference
 from migrainemamba.evaluation.harness import score_predictions
+from migrainemamba.evaluation.plots import plot_scores
 from migrainemamba.runtime import configure_entry_point
 from migrainemamba.split import make_split
 
@@ -74,14 +75,15 @@ def held_out_people(split: pl.DataFrame, n_users: int, seed: int) -> list[str]:
     return people.sample(min(n_users, people.len()), seed=seed).sort().to_list()
 
 
-def reference_rows(cfg: Any, chosen: list[str], n_draws: int, seed: int, cache: Path) -> dict[str, pl.DataFrame]:
+def reference_rows(cfg: Any, chosen: list[str], n_draws: int, seed: int, cache: Path, runs: list[str]) -> dict[str, pl.DataFrame]:
     """Every reference run's forecasts for ``chosen``, cached in ``cache`` (they take minutes and
     need no model: they can run before the pipeline's models exist)."""
     cohort = PreparedCohort.read(resolve_path(cfg.paths.prepared))
     told = dict(cohort.users.select("user_id", "attacks_per_month").iter_rows())
     data_cfg = to_dict(cfg.data)
     refs = {}
-    for name, (dynamics_known, diary_only, frequency_known) in RUNS.items():
+    for name in runs:
+        dynamics_known, diary_only, frequency_known = RUNS[name]
         path = cache / f"reference_{name}_{len(chosen)}x{n_draws}.parquet"
         if not path.exists():
             ref = prepared_cohort_reference(
@@ -92,7 +94,23 @@ def reference_rows(cfg: Any, chosen: list[str], n_draws: int, seed: int, cache: 
     return refs
 
 
-def decomposition(predictions: pl.DataFrame, refs: dict[str, pl.DataFrame], n_boot: int, seed: int) -> dict[str, Any]:
+PLOTTED = ("foundation", "temporal", "nothing_known_prior", "nothing_known_learned", "person_unknown_learned", "sensitivities_unknown_learned")
+
+
+def plot_decomposition(scores: dict[str, Any], out_dir: Path, tag: str) -> list[Path]:
+    """Within-person risk correlation and Brier skill per phase of the models and the main
+    references, with 95% intervals (``evaluation.plots.plot_scores``)."""
+    shown = {"cold_start": {phase: {m: v for m, v in models.items() if m in PLOTTED} for phase, models in scores.items()}}
+    paths = []
+    for metric in METRICS:
+        path = out_dir / f"oracle_decomposition_{metric}_{tag}.png"
+        plot_scores(shown, path, metric=metric, population="cold_start")
+        paths.append(path)
+    return paths
+
+
+def decomposition(predictions: pl.DataFrame, refs: dict[str, pl.DataFrame], n_boot: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The table (per phase: each model's scores and paired differences) and the raw scores."""
     chosen = next(iter(refs.values()))["user_id"].unique().implode()
     sub = predictions.filter(pl.col("model").is_in(list(MODELS)) & pl.col("user_id").is_in(chosen))
     frames = [sub]
@@ -116,23 +134,24 @@ def decomposition(predictions: pl.DataFrame, refs: dict[str, pl.DataFrame], n_bo
                             row[model][key + suffix] = s[key + suffix]
         row["n_users"] = models["foundation"].get("n_users")
         table[phase] = row
-    return table
+    return table, scores
 
 
 def main(argv: list[str]) -> None:
     configure_entry_point()
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     n_users, n_draws = int(args.get("n_users", 300)), int(args.get("n_draws", 256))
-    cfg = load_config([a for a in argv if "=" in a and a.split("=", 1)[0] not in ("n_users", "n_draws")])
+    runs = args["runs"].split(",") if "runs" in args else list(RUNS)
+    cfg = load_config([a for a in argv if "=" in a and a.split("=", 1)[0] not in ("n_users", "n_draws", "runs")])
     if PreparedCohort.read(resolve_path(cfg.paths.prepared)).truth_days is None:
         raise SystemExit("oracle_decomposition needs simulated data (truth tables)")
     features = pl.read_parquet(resolve_path(cfg.paths.features) / "features.parquet")
     chosen = held_out_people(make_split(features, to_dict(cfg.split)), n_users, seed=0)
     log.info("references for %d held-out people, %d draws each", len(chosen), n_draws)
-    out = Path(resolve_path(cfg.paths.data_dir)) / "experiments" / "oracle_decomposition.json"
+    out = Path(resolve_path(cfg.paths.data_dir)) / "experiments" / f"oracle_decomposition_{len(chosen)}x{n_draws}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    refs = reference_rows(cfg, chosen, n_draws, 0, out.parent)
+    refs = reference_rows(cfg, chosen, n_draws, 0, out.parent, runs)
     seconds = time.perf_counter() - started
     predictions = resolve_path(cfg.paths.predictions) / "test.parquet"
     if "references_only" in argv or not predictions.exists():
@@ -140,13 +159,14 @@ def main(argv: list[str]) -> None:
         return
     truth = PreparedCohort.read(resolve_path(cfg.paths.prepared)).truth_days.select("user_id", "date", "p_oracle", "p_true")
     scored = pl.read_parquet(predictions).join(truth, on=["user_id", "date"], how="left")
-    table = decomposition(scored, refs, n_boot=200, seed=0)
+    table, scores = decomposition(scored, refs, n_boot=200, seed=0)
+    plots = plot_decomposition(scores, out.parent, f"{len(chosen)}x{n_draws}")
     result = {"n_users": len(chosen), "n_draws": n_draws, "reference_seconds": round(seconds, 1), "phases": table}
     out.write_text(json.dumps(result, indent=2, default=float))
     for phase, row in table.items():
         corr = {m: round(v["within_person_risk_corr"], 4) for m, v in row.items() if isinstance(v, dict) and v.get("within_person_risk_corr") is not None}
         print(phase, "oracle", round(row["oracle_risk_corr"] or float("nan"), 4), corr)
-    log.info("wrote %s", out)
+    log.info("wrote %s and %s", out, ", ".join(str(p) for p in plots))
 
 
 if __name__ == "__main__":
