@@ -90,10 +90,12 @@ EFFECT_GROUP = {"recent_attacks": "attacks", "prodrome": "prodrome"}
 WEIGHT_SUFFIX = "_weight"
 
 
-def effect_log_odds(offset_model: OffsetModel, features: pl.DataFrame, effect: str) -> np.ndarray:
-    """The offset model's log-odds minus its log-odds with the effect's features reset."""
+def effect_log_odds(offset_model: OffsetModel, features: pl.DataFrame, effect: str, logit: np.ndarray | None = None) -> np.ndarray:
+    """The offset model's log-odds minus its log-odds with the effect's features reset
+    (``logit``: its log-odds of ``features`` when the caller has them already)."""
     reset = features.with_columns(pl.lit(v).cast(features.schema[f]).alias(f) for f, v in WEIGHTED_EFFECTS[effect].items())
-    return np.asarray(offset_model.logit(features), float) - np.asarray(offset_model.logit(reset), float)
+    base = offset_model.logit(features) if logit is None else logit
+    return np.asarray(base, float) - np.asarray(offset_model.logit(reset), float)
 
 
 class OffsetModel(Protocol):
@@ -345,16 +347,18 @@ class PersonalModel:
     def offset(self, features: pl.DataFrame) -> np.ndarray:
         return np.asarray(self.offset_model.logit(features), dtype=float)
 
-    def design(self, features: pl.DataFrame, from_row: int = 0) -> np.ndarray:
+    def design(self, features: pl.DataFrame, from_row: int = 0, logit: np.ndarray | None = None) -> np.ndarray:
         """The personal terms' covariates per feature row (module :func:`design`). The offset
-        model's effects are computed for rows ``from_row`` onwards only (NaN before: rows not read)."""
+        model's effects are computed for rows ``from_row`` onwards only (NaN before: rows not read);
+        ``logit``: the offset model's log-odds per row, when the caller has them (one call fewer)."""
         names = self.config.weighted_effects
         if not names:
             return design(features, self.config)
         effects = np.full((features.height, len(names)), np.nan)
         if from_row < features.height:
             rows = features.slice(from_row)
-            effects[from_row:] = np.column_stack([effect_log_odds(self.offset_model, rows, e) for e in names])
+            base = None if logit is None else np.asarray(logit, float)[from_row:]
+            effects[from_row:] = np.column_stack([effect_log_odds(self.offset_model, rows, e, base) for e in names])
         return design(features, self.config, effects)
 
     def fit(self, train: ForecastBatch, valid: ForecastBatch | None = None, offset: np.ndarray | None = None) -> None:
@@ -389,7 +393,8 @@ class PersonalModel:
 
     def forecast_rows(self, features: pl.DataFrame) -> tuple[pl.DataFrame, Prequential]:
         """Prequential forecasts for every row of ``features`` (whole grids): user_id, date, logit, p."""
-        diaries, order = Diaries.from_features(features, self.offset(features), self.design(features))
+        offset = self.offset(features)
+        diaries, order = Diaries.from_features(features, offset, self.design(features, logit=offset))
         result = personalise(diaries, self.prior_var, self.config)
         frame = features.select("user_id", "date")[order].with_columns(
             logit=pl.Series(result.logit), p=pl.Series(sigmoid(result.logit))
@@ -420,7 +425,8 @@ class PersonalModel:
         baseline give the forecast's logit. Replays the person's diary (prequential, as predict).
         """
         features = self.history(batch)
-        diaries, order = Diaries.from_features(features, self.offset(features), self.design(features))
+        offset = self.offset(features)
+        diaries, order = Diaries.from_features(features, offset, self.design(features, logit=offset))
         means = np.zeros_like(diaries.x)
         state = Posterior.prior(len(diaries.length), np.zeros(diaries.x.shape[1]), self.prior_var)
         advance(diaries, state, self.prior_var, self.config, 0, int(diaries.length.max(initial=0)), means=means)
@@ -464,7 +470,7 @@ class PersonalModel:
         offset = np.full(grid.height, np.nan)
         if offsets_from < grid.height:
             offset[offsets_from:] = self.offset(grid.slice(offsets_from))
-        diaries, _ = Diaries.from_features(grid, offset, self.design(grid, offsets_from))
+        diaries, _ = Diaries.from_features(grid, offset, self.design(grid, offsets_from, logit=offset))
         return diaries
 
     def resume(self, features: pl.DataFrame, state: UserState | None, stop: int) -> UserState:
@@ -499,7 +505,7 @@ class PersonalModel:
         offset = self.offset(last)
         if float(last["days_logged_before"][0]) < self.config.min_days_logged:
             return float(sigmoid(offset)[0])
-        logit = predictive_logit(state.posterior(), self.design(last), offset, self.config.moderated)
+        logit = predictive_logit(state.posterior(), self.design(last, logit=offset), offset, self.config.moderated)
         return float(sigmoid(logit)[0])
 
     def explain_last(self, batch: ForecastBatch, features: pl.DataFrame, state: UserState, top_k: int | None = None) -> list[dict[str, Any]]:
