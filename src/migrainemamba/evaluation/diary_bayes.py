@@ -12,9 +12,9 @@ sampling over ``n_draws`` prior draws per person:
 ``P(outcome_d | past, theta)`` is the oracle's own filtered predictive of the realised onset
 (its latent premonitory-state filter run with theta, given the realised same-day exposures).
 The logged days' symptoms weigh the draws too: their likelihood depends on theta only through
-proneness (the state is independent day to day), so with the dynamics known it cancels. Each draw's baseline is re-solved so the person's onset rate stays their target (the
-frequency is known, the sensitivities are not), with the same clustering correction as the
-simulator. The likelihood counts only days the person logged in the diary period ("the
+proneness (the state is independent day to day), so with the dynamics known it cancels. Each
+draw's baseline is re-solved so the person's onset rate stays their target (the frequency is
+known, the sensitivities are not), with the same clustering correction as the simulator. The likelihood counts only days the person logged in the diary period ("the
 diary so far"); the state filter, like the oracle's, uses the true past, or with
 ``diary_symptoms_only`` the symptoms of logged days only (attack days stay the true ones).
 With ``self_report`` (attacks per month each person told at onboarding), the frequency is not
@@ -79,7 +79,8 @@ def _draws(
     ``dynamics_known``, whether the person is prodrome-prone and whether their attacks cluster
     (each with its share in the cohort, ``cfg.prodrome`` and ``cfg.frequency``); with
     ``self_report`` (attacks per month told at onboarding, per person of ``people``), their
-    attack frequency, drawn around what they told with the simulator's recall noise."""
+    attack frequency: drawn from the cohort's bands, each draw's prior weight (``log_w0``) the
+    likelihood of what they told under the simulator's recall noise."""
     rng = np.random.default_rng(seed)
     n = len(people) * n_draws
     person = np.repeat(people, n_draws)
@@ -131,6 +132,12 @@ def _draws(
     return ReferenceInputs(person, alpha, known_lp, same_beta, state_rate, burst_log_or, log_w0)
 
 
+def _normalised(log_w: np.ndarray, n_people: int, n_draws: int) -> np.ndarray:
+    """(P, D) importance weights summing to 1 per person, from (P * D,) log weights."""
+    w = np.exp(log_w - log_w.reshape(n_people, n_draws).max(axis=1).repeat(n_draws)).reshape(n_people, n_draws)
+    return w / w.sum(axis=1, keepdims=True)
+
+
 def _filter(
     sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, n_draws: int, diary_symptoms_only: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -149,8 +156,7 @@ def _filter(
     prior2 = np.stack([1 - rate, rate], axis=1)
     belief = prior2[:, :, None] * prior2[:, None, :]
     log_w = np.zeros(n) if ref.log_w0 is None else ref.log_w0.copy()
-    w0 = np.exp(log_w - log_w.reshape(n_people, n_draws).max(axis=1).repeat(n_draws)).reshape(n_people, n_draws)
-    w0 /= w0.sum(axis=1, keepdims=True)  # the prior's weights: what the reference knows on day 1
+    w0 = _normalised(log_w, n_people, n_draws)  # the prior's weights: what the reference knows on day 1
     forecast = np.full((n_people, n_days), np.nan)
     unlearned = np.full((n_people, n_days), np.nan)
     ess = np.full((n_people, n_days), np.nan)
@@ -164,8 +170,7 @@ def _filter(
         weights = np.prod(np.where(combos[None] == 1, prob[:, None, :], 1 - prob[:, None, :]), axis=2)
         risk = expit(known[:, None, None, None] + state_lp[None, :, :, None] + combo_lp[:, None, None, :])
         p_draw = np.einsum("uab,uc,uabc->u", belief, weights, risk)
-        w = np.exp(log_w - log_w.reshape(n_people, n_draws).max(axis=1).repeat(n_draws)).reshape(n_people, n_draws)
-        w /= w.sum(axis=1, keepdims=True)
+        w = _normalised(log_w, n_people, n_draws)
         forecast[:, t] = (w * p_draw.reshape(n_people, n_draws)).sum(axis=1)
         unlearned[:, t] = (w0 * p_draw.reshape(n_people, n_draws)).sum(axis=1)
         ess[:, t] = 1.0 / (w**2).sum(axis=1)

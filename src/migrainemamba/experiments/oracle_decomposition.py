@@ -75,10 +75,11 @@ def held_out_people(split: pl.DataFrame, n_users: int, seed: int) -> list[str]:
     return people.sample(min(n_users, people.len()), seed=seed).sort().to_list()
 
 
-def reference_rows(cfg: Any, chosen: list[str], n_draws: int, seed: int, cache: Path, runs: list[str]) -> dict[str, pl.DataFrame]:
+def reference_rows(
+    cfg: Any, cohort: PreparedCohort, chosen: list[str], n_draws: int, seed: int, cache: Path, runs: list[str]
+) -> dict[str, pl.DataFrame]:
     """Every reference run's forecasts for ``chosen``, cached in ``cache`` (they take minutes and
     need no model: they can run before the pipeline's models exist)."""
-    cohort = PreparedCohort.read(resolve_path(cfg.paths.prepared))
     told = dict(cohort.users.select("user_id", "attacks_per_month").iter_rows())
     data_cfg = to_dict(cfg.data)
     refs = {}
@@ -143,7 +144,8 @@ def main(argv: list[str]) -> None:
     n_users, n_draws = int(args.get("n_users", 300)), int(args.get("n_draws", 256))
     runs = args["runs"].split(",") if "runs" in args else list(RUNS)
     cfg = load_config([a for a in argv if "=" in a and a.split("=", 1)[0] not in ("n_users", "n_draws", "runs")])
-    if PreparedCohort.read(resolve_path(cfg.paths.prepared)).truth_days is None:
+    cohort = PreparedCohort.read(resolve_path(cfg.paths.prepared))
+    if cohort.truth_days is None:
         raise SystemExit("oracle_decomposition needs simulated data (truth tables)")
     features = pl.read_parquet(resolve_path(cfg.paths.features) / "features.parquet")
     chosen = held_out_people(make_split(features, to_dict(cfg.split)), n_users, seed=0)
@@ -151,13 +153,13 @@ def main(argv: list[str]) -> None:
     out = Path(resolve_path(cfg.paths.data_dir)) / "experiments" / f"oracle_decomposition_{len(chosen)}x{n_draws}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    refs = reference_rows(cfg, chosen, n_draws, 0, out.parent, runs)
+    refs = reference_rows(cfg, cohort, chosen, n_draws, 0, out.parent, runs)
     seconds = time.perf_counter() - started
     predictions = resolve_path(cfg.paths.predictions) / "test.parquet"
     if "references_only" in argv or not predictions.exists():
         log.info("references written (%.0f s); scores need the evaluate stage's %s", seconds, predictions)
         return
-    truth = PreparedCohort.read(resolve_path(cfg.paths.prepared)).truth_days.select("user_id", "date", "p_oracle", "p_true")
+    truth = cohort.truth_days.select("user_id", "date", "p_oracle", "p_true")
     scored = pl.read_parquet(predictions).join(truth, on=["user_id", "date"], how="left")
     table, scores = decomposition(scored, refs, n_boot=200, seed=0)
     plots = plot_decomposition(scores, out.parent, f"{len(chosen)}x{n_draws}")
