@@ -4,6 +4,7 @@ import numpy as np
 
 from migrainemamba.experiments.trigger_evidence import GRID, npmle, posterior_above, profile_log_lik
 from migrainemamba.features.retrospective import TRIGGER_NAMES
+from migrainemamba.models.bayes_logistic import fit_laplace
 from migrainemamba.models.trigger_map import MapPrior, MapRows
 
 
@@ -23,8 +24,6 @@ def test_profile_log_lik_is_the_likelihood_change_of_one_log_or():
     ll = profile_log_lik(rows, prior)
     assert ll.shape == (3, len(TRIGGER_NAMES), len(GRID))
     # direct: person 1, trigger 4, grid value 0.7 against grid value 0.0 (the mode's other terms cancel)
-    from migrainemamba.models.bayes_logistic import fit_laplace
-
     design = rows.design_rows()
     post = fit_laplace(design, prior.mean, prior.var)
     mine = design.group == 1
