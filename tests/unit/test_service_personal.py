@@ -495,11 +495,11 @@ def _assert_state_is_a_rebuild(model: PersonalModel, state, users: pl.DataFrame,
 
 
 def test_a_failing_state_update_never_fails_the_outcome_write(fitted, tmp_path, monkeypatch, caplog):
-    """Fault injection: the state update raises (a model error) on a stored state whose numbers
-    are wrong but plausible. The outcome writes (PUT and a submit carrying an outcome) still
-    answer 200 and are stored, the state is dropped and the failure logged; the next forecast
-    rebuilds the state and equals the offline pipeline (a kept state would have misled it).
-    A malformed stored state (NaN, wrong shape) is rebuilt by the outcome itself."""
+    """Fault injection: the state update fails on bad data (a singular Hessian in the refit) on a
+    stored state whose numbers are wrong but plausible. The outcome writes (PUT and a submit
+    carrying an outcome) still answer 200 and are stored, the state is dropped and the failure
+    logged; the next forecast rebuilds the state and equals the offline pipeline (a kept state
+    would have misled it). A malformed stored state (NaN, wrong shape) is rebuilt by the outcome itself."""
     cohort, model = fitted
     today = date(2024, 3, 1)
     with make_client(make_settings(tmp_path), today=today, forecaster=_forecaster(model, tmp_path)) as client:
@@ -511,7 +511,7 @@ def test_a_failing_state_update_never_fails_the_outcome_write(fitted, tmp_path, 
             session.commit()
 
         def broken(*args, **kwargs):
-            raise RuntimeError("injected model failure")
+            raise np.linalg.LinAlgError("injected: singular Hessian in the weekly refit")
 
         monkeypatch.setattr(model, "resume", broken)
         yesterday = diary.row(34, named=True)
@@ -549,6 +549,91 @@ def test_a_failing_state_update_never_fails_the_outcome_write(fitted, tmp_path, 
         assert state.through_date == today + timedelta(days=1)
         outcome_only = pl.concat([past, pl.DataFrame([{**{c: None for c in diary.columns}, "user_id": user_id, "date": today, **{f: done[f] for f in OUTCOME_FIELDS}}], schema=diary.schema)])
         _assert_state_is_a_rebuild(model, state, users, outcome_only)
+
+
+def _absorb(client, forecaster: Forecaster, user_id: str) -> bool:
+    """``absorb_outcome`` over the stored diary in a writer transaction, committed."""
+    from migrainemamba.service import crud
+    from migrainemamba.service.db import begin_writer
+    from migrainemamba.service.forecasting import logs_frame, users_frame
+
+    with client.app.state.runtime.sessions() as session:
+        begin_writer(session)
+        users, logs = users_frame(crud.get_user(session, user_id)), logs_frame(crud.all_logs(session, user_id))
+        done = personal_state.absorb_outcome(session, user_id, forecaster, users, logs)
+        session.commit()
+    return done
+
+
+def test_a_corrupt_stored_state_is_rebuilt_by_the_next_outcome(fitted, tmp_path, monkeypatch, caplog):
+    """A stored row whose numbers or terms are not what the model can resume (ragged, not numbers,
+    infinite, terms not a list) is neither resumed nor a failure: the update rebuilds it from day 0
+    and stores the loop's state over the diary."""
+    cohort, model = fitted
+    today = date(2024, 3, 1)
+    forecaster = _forecaster(model, tmp_path)
+    starts: list[int | None] = []
+    resume = model.resume
+
+    def spy(grid, state, stop):
+        starts.append(None if state is None else state.through)
+        return resume(grid, state, stop)
+
+    k = len(model.config.terms)
+    corruptions = {
+        "cov": [[1.0] * k, [1.0]],  # ragged
+        "mean": ["a"] * k,  # not numbers
+        "terms": 5,  # not a list
+    }
+    with make_client(make_settings(tmp_path), today=today, forecaster=forecaster) as client:
+        user_id, _, users, diary = _lived(client, cohort, 36, today)
+        monkeypatch.setattr(model, "resume", spy)
+        for column, value in [*corruptions.items(), ("mean", [float("inf")] * k)]:
+            with client.app.state.runtime.sessions() as session:
+                setattr(personal_state.get_state(session, user_id), column, value)
+                session.commit()
+            starts.clear()
+            caplog.clear()
+            assert _absorb(client, forecaster, user_id), column
+            assert starts == [None], (column, starts)  # rebuilt from day 0, not resumed
+            assert not [r for r in caplog.records if "not updated after an outcome" in r.getMessage()]
+            state = _state(client, user_id)
+            assert state.through_date == today
+            _assert_state_is_a_rebuild(model, state, users, diary.head(35))
+
+
+def test_only_bad_data_is_absorbed_other_errors_fail_the_outcome_write(fitted, tmp_path, monkeypatch):
+    """A programming error in the state update propagates (the stored state is not dropped); a
+    database outage inside it answers 503 with Retry-After and the outcome is not written."""
+    from sqlalchemy.exc import OperationalError
+
+    cohort, model = fitted
+    today = date(2024, 3, 1)
+    forecaster = _forecaster(model, tmp_path)
+    with make_client(make_settings(tmp_path), today=today, forecaster=forecaster) as client:
+        user_id, headers, _, diary = _lived(client, cohort, 36, today)
+        before = _state(client, user_id)
+
+        def bug(*args, **kwargs):
+            raise TypeError("injected programming error")
+
+        monkeypatch.setattr(model, "resume", bug)
+        with pytest.raises(TypeError, match="injected programming error"):
+            _absorb(client, forecaster, user_id)
+        assert _state(client, user_id).updated_at == before.updated_at  # kept: nothing was committed
+
+        def outage(*args, **kwargs):
+            raise OperationalError("SELECT 1", None, ConnectionError("injected: server closed the connection"))
+
+        monkeypatch.setattr(model, "resume", outage)
+        yesterday = diary.row(34, named=True)
+        flipped = {"migraine_occurred": not yesterday["migraine_occurred"]}
+        put = client.put(f"/logs/outcome/{user_id}/{yesterday['date'].isoformat()}", json=flipped, headers=headers)
+        assert put.status_code == 503 and put.headers["Retry-After"], put.text
+        monkeypatch.undo()
+        stored = client.get(f"/logs/history/{user_id}", headers=headers).json()["logs"][0]
+        assert (stored["date"], stored["migraine_occurred"]) == (yesterday["date"].isoformat(), yesterday["migraine_occurred"])
+        assert _state(client, user_id).updated_at == before.updated_at
 
 
 def test_a_late_outcome_rebuilds_the_state_and_the_next_forecast_follows_it(fitted, tmp_path, monkeypatch):

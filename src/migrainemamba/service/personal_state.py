@@ -16,9 +16,10 @@ When it moves
   each newly labelled day and the weekly refit when a week starts on the way. Time is bounded
   by the diary: one feature pass over it, the offset model on the days since the stored state
   (or every day when a refit is due), O(K^2) per day, one refit (Newton on the labelled days,
-  K = 14 terms) per week crossed. A failing update never fails the outcome's write
-  (``absorb_outcome``): it is rolled back to a savepoint, the state is deleted and the failure
-  logged; the next forecast rebuilds the state from the diary.
+  K = 14 terms) per week crossed. An update that fails on bad data (``STATE_UPDATE_FAILURES``)
+  never fails the outcome's write (``absorb_outcome``): it is rolled back to a savepoint, the
+  state is deleted and the failure logged; the next forecast rebuilds the state from the diary.
+  Any other error (a bug, a vanished database) fails the request and the outcome with it.
 - **Forecast** (``StatefulPredict``, in the forecast's writer transaction): the stored state is
   moved, in memory, over the days between it and the forecast day (unlabelled days: nothing to
   absorb; a refit if a week starts), then D is forecast and explained from it
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from sqlalchemy import delete, select
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from migrainemamba.data.schema import DAILY_LOG_COLUMNS, USER_COLUMNS
@@ -58,6 +60,14 @@ from migrainemamba.service.models_personal import PersonalState
 log = logging.getLogger(__name__)
 
 PERSONAL = "personal"
+
+# What the state update raises on data it cannot use, all cured by dropping the derived state and
+# rebuilding it from the diary: the loop's own checks (ValueError: a stored state or grid that
+# does not fit), a singular Hessian in the weekly refit (LinAlgError, from np.linalg.solve/inv;
+# a ValueError too, named for the reader) and numbers the database refuses (DataError: e.g. NaN
+# in PostgreSQL's JSON). Nothing else is caught: a bug must fail loudly, and a vanished database
+# (OperationalError) must answer 503 (service.errors), not be logged away with the state dropped.
+STATE_UPDATE_FAILURES: tuple[type[Exception], ...] = (ValueError, np.linalg.LinAlgError, DataError)
 
 
 def personal_route(forecaster: Forecaster) -> Route | None:
@@ -87,7 +97,7 @@ def _usable(row: PersonalState | None, route: Route, first: date, stop: date, us
         (row.model_name, row.model_version) != (route.model_name, route.model_version)
         or row.first_date != first
         or row.through_date > stop
-        or list(row.terms) != list(model.config.terms)
+        or row.terms != list(model.config.terms)  # compared as stored: a corrupt value is stale, not a TypeError
         or row.inputs_fingerprint != inputs_fingerprint(users, logs, row.through_date)
     ):
         return None
@@ -158,21 +168,22 @@ def drop_state(session: Session, user_id: str) -> None:
 
 
 def absorb_outcome(session: Session, user_id: str, forecaster: Forecaster, users: pl.DataFrame, logs: pl.DataFrame) -> bool:
-    """:func:`after_outcome` in a savepoint of the outcome's transaction, never failing the outcome.
+    """:func:`after_outcome` in a savepoint of the outcome's transaction: bad data never fails the outcome.
 
-    The outcome is the user's data; the state is derived from it. If the update fails (a model
-    error, a stored state it cannot resume, a database refusal inside it), its writes are rolled
-    back to the savepoint, the stored state is deleted (the next forecast rebuilds it from the
-    diary by the same loop: never a forecast from a state that missed this outcome or caused
-    the failure) and the failure is logged with its traceback; the outcome's write goes on.
-    Returns whether the state was updated. (The service has no metric of its own for this: the
-    log line ``personal state of ... not updated`` is the signal.)
+    The outcome is the user's data; the state is derived from it. If the update fails on data it
+    cannot use (``STATE_UPDATE_FAILURES``), its writes are rolled back to the savepoint, the
+    stored state is deleted (the next forecast rebuilds it from the diary by the same loop: never
+    a forecast from a state that missed this outcome or caused the failure) and the failure is
+    logged with its traceback; the outcome's write goes on. Any other error propagates and the
+    request fails with the outcome unwritten (a database outage: 503). Returns whether the state
+    was updated. (The service has no metric of its own for this: the log line ``personal state
+    of ... not updated`` is the signal.)
     """
     try:
         with session.begin_nested():
             after_outcome(session, user_id, forecaster, users, logs)
         return True
-    except Exception:
+    except STATE_UPDATE_FAILURES:
         log.exception("personal state of %s not updated after an outcome; dropped, the next forecast rebuilds it", user_id)
         drop_state(session, user_id)
         return False

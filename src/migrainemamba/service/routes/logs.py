@@ -116,8 +116,8 @@ def _absorb_outcome(
     session: Session, user: User, forecaster: Forecaster, settings: Settings, day: date
 ) -> list[Prediction]:
     """An outcome of ``day`` was written: rescore the forecasts it decides and move the personal
-    model's state, in the outcome's writer transaction. A failing state update never fails the
-    outcome's write: the state is dropped and rebuilt later (``personal_state.absorb_outcome``)."""
+    model's state, in the outcome's writer transaction. A state update failing on bad data never
+    fails the outcome's write: the state is dropped and rebuilt later (``personal_state.absorb_outcome``)."""
     logs = logs_frame(crud.all_logs(session, user.user_id))
     scored = crud.score_predictions(session, user, crud.outcome_days(day), settings, logs=logs)
     personal_state.absorb_outcome(session, user.user_id, forecaster, users_frame(user), logs)
