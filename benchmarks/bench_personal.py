@@ -97,13 +97,13 @@ def main() -> None:
         ),
         "service_state_rebuild_ms": _median_ms(lambda: model.resume(build_features(user, history), None, n), max(5, args.reps // 5)),
         "service_forecast_from_stored_state_ms": _median_ms(
-            lambda: model.forecast_last(with_today, model.resume(with_today, stored, n)), args.reps
+            lambda: model.last_day(with_today, model.resume(with_today, stored, n)).probability, args.reps
         ),
         # the forecast's explanation (every group): replaying the diary, or from the resumed state
         # (what the service does since the forecast hook explains; the offset model's own explain included)
         "explain_replaying_the_diary_ms": _median_ms(lambda: model.explain(today_batch, top_k=None), max(5, args.reps // 5)),
         "service_explain_from_stored_state_ms": _median_ms(
-            lambda: model.explain_last(today_batch, with_today, model.resume(with_today, stored, n)), args.reps
+            lambda: model.explain_last(today_batch, model.last_day(with_today, model.resume(with_today, stored, n))), args.reps
         ),
     }
     metrics_path = Path(args.metrics)

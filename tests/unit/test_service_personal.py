@@ -710,17 +710,80 @@ def test_the_forecast_is_explained_from_the_state_it_resumed(fitted, tmp_path, m
             assert calls["resume"] == 1 and not hook.rebuilt
             session.rollback()
     assert served.history_days >= 30 and served.contributions  # the personal terms speak
-    assert abs(served.probability - replayed.probability) <= 1e-12
-    assert [e["group"] for e in served.contributions] == [e["group"] for e in replayed.contributions]
-    for a, b in zip(served.contributions, replayed.contributions, strict=True):
-        assert abs(a["log_odds"] - b["log_odds"]) <= 1e-9
+    assert served.probability == replayed.probability and served.contributions == replayed.contributions
     # every group (not only the habits shown) + the offset = the forecast's logit
     grid = build_features(users, logs, forecast_dates=pl.DataFrame({"user_id": [user_id], "date": [today]}))
     state = model.resume(grid, None, grid.height - 1)
     batch = ForecastBatch(users, logs, pl.DataFrame({"user_id": [user_id], "date": [today]}), precomputed=grid)
-    items = model.explain_last(batch, grid, state)
+    items = model.explain_last(batch, model.last_day(grid, state))
     logit = np.log(served.probability) - np.log1p(-served.probability)
     assert abs(sum(e["log_odds"] for e in items) + model.offset(grid.tail(1))[0] - logit) <= 1e-9
     replay = model.explain(batch, top_k=None)[0]
     assert [e["group"] for e in items] == [e["group"] for e in replay]
     np.testing.assert_allclose([e["log_odds"] for e in items], [e["log_odds"] for e in replay], atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def on_foundation(fitted):
+    """The personal model as it serves: on a (small) LightGBM foundation's log-odds, with a
+    personal weight on its recent-attacks effect (``configs/personal``)."""
+    from migrainemamba.models.foundation import FoundationModel
+    from tests.unit.test_foundation import foundation_config
+
+    cohort, _ = fitted
+    features = build_features(cohort.users, cohort.daily_logs)
+    targets = features.filter(pl.col("scorable")).select("user_id", "date")
+    batch = ForecastBatch(cohort.users, cohort.daily_logs, targets, precomputed=features)
+    foundation = FoundationModel(foundation_config(num_threads=1, num_boost_round=60))
+    foundation.fit(batch)
+    model = PersonalModel(PersonalConfig(weighted_effects=("recent_attacks",)), foundation)
+    model.fit(batch)
+    return cohort, model
+
+
+def test_the_served_forecast_and_explanation_are_the_replays_to_the_bit(on_foundation):
+    """The service's forecast of a day (resumed from a stored state at 0, 1 or 3 days before it, or
+    at it; :meth:`PersonalModel.last_day`, one offset run on the day) and its explanation equal the
+    replay of the whole diary (``predict``, ``explain``: the computation the service's used to match
+    to the bit) exactly, on every day of a simulated diary, before and after day 31."""
+    cohort, model = on_foundation
+    uid = cohort.daily_logs.group_by("user_id").len().sort("len", "user_id", descending=True)["user_id"][0]
+    users = cohort.users.filter(pl.col("user_id") == uid)
+    logs = cohort.daily_logs.filter(pl.col("user_id") == uid).sort("date").head(45)
+    for day in logs["date"].to_list()[1:]:
+        target = pl.DataFrame({"user_id": [uid], "date": [day]})
+        history = logs.filter(pl.col("date") < day)
+        grid = build_features(users, history, forecast_dates=target)
+        batch = ForecastBatch(users, history, target, precomputed=grid)
+        stop = grid.height - 1
+        expected_p, expected_items = float(model.predict(batch)[0]), model.explain(batch, top_k=None)[0]
+        for cut in sorted({0, max(stop - 3, 0), max(stop - 1, 0), stop}):
+            state = model.resume(grid, model.resume(grid, None, cut) if cut else None, stop)
+            served = model.last_day(grid, state)
+            assert served.probability == expected_p, (day, cut)
+            assert model.explain_last(batch, served) == expected_items, (day, cut)
+
+
+def test_a_forecast_runs_the_population_model_once_on_its_day(fitted, tmp_path, monkeypatch):
+    """GET /predictions with the personal family serving: the population (offset) model's log-odds
+    of the forecast day are computed once per request (the forecast and its explanation share them;
+    the resumption reads only the days before it), the stored state at the day or behind it."""
+    cohort, model = fitted
+    today = date(2024, 3, 1)
+    with make_client(make_settings(tmp_path), today=today, forecaster=_forecaster(model, tmp_path)) as client:
+        user_id, headers, _, _ = _lived(client, cohort, 36, today)
+        for day in (today, today + timedelta(days=3)):  # the stored state is at today
+            runs: list[int] = []
+            logit = model.offset_model.logit
+
+            def spy(features, day=day, logit=logit, runs=runs):
+                runs.append(int((features["date"] == day).sum()))
+                return logit(features)
+
+            monkeypatch.setattr(model.offset_model, "logit", spy)
+            client.app.dependency_overrides[get_today] = lambda day=day: day
+            got = client.get(f"/predictions/{user_id}", headers=headers)
+            monkeypatch.undo()
+            assert got.status_code == 200 and got.headers["X-Forecast"] == "new", got.text
+            assert got.json()["date"] == day.isoformat()
+            assert sum(runs) == 1, (day, runs)

@@ -124,3 +124,48 @@ def test_recommendations_lead_with_the_what_ifs_and_never_a_generic_sentence(ser
     assert [r["group"] for r in recs[: len(result["items"])]] == [i["group"] for i in result["items"]][:3]
     assert all("tomorrow's risk from" in r["evidence"] for r in recs[: len(result["items"])])
     assert len({r["group"] for r in recs}) == len(recs)  # one per group
+
+
+def test_with_the_personal_model_each_what_if_diary_is_replayed_once_to_the_same_numbers(served, small_cohort, tmp_path, monkeypatch):
+    """The personal family serving (on the served foundation's log-odds): the forecast as things
+    stand and its explanation come from one replay of the diary, each counterfactual from one
+    ``predict``; the result equals, to the bit, the former path (``predict`` then a replaying
+    ``explain`` for every diary)."""
+    from migrainemamba.models.personal import PersonalConfig, PersonalModel
+    from migrainemamba.service import what_if as what_if_module
+    from migrainemamba.service.forecasting import model_predict
+
+    foundation, _, users, diary = served
+    features = build_features(small_cohort.users, small_cohort.daily_logs)
+    targets = features.filter(pl.col("scorable")).select("user_id", "date")
+    personal = PersonalModel(PersonalConfig(weighted_effects=("recent_attacks",)), foundation)
+    personal.fit(ForecastBatch(small_cohort.users, small_cohort.daily_logs, targets, precomputed=features))
+    forecaster = Forecaster({p: Route(p, "personal", "t", personal) for p in PHASES}, make_settings(tmp_path), source="test")
+    risky, today = _risky_today(diary)
+    calls = {"resume": 0, "predict": 0, "explain": 0}
+
+    def counted(name):
+        method = getattr(personal, name)
+
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return method(*args, **kwargs)
+
+        return call
+
+    for name in calls:
+        monkeypatch.setattr(personal, name, counted(name))
+    result = what_if(forecaster, users, risky, today)
+    assert result["model_name"] == "personal" and result["items"], result
+    assert result["items"][0]["contribution_log_odds"] is not None
+    counterfactuals = calls["predict"]
+    assert calls == {"resume": 1, "predict": counterfactuals, "explain": 0} and counterfactuals >= len(result["items"])
+    # the former path: predict, then the replaying explain, for every diary
+    forecast = forecaster.forecast
+    monkeypatch.setattr(what_if_module, "ReplayOnce", lambda: model_predict)
+    monkeypatch.setattr(forecaster, "forecast", lambda *args, explain=True, **kwargs: forecast(*args, **kwargs))
+    calls.update(resume=0, predict=0, explain=0)
+    former = what_if(forecaster, users, risky, today)
+    assert calls == {"resume": 0, "predict": 1 + counterfactuals, "explain": 1 + counterfactuals}
+    assert result == former
+

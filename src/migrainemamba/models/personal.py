@@ -315,6 +315,15 @@ class UserState:
         return Posterior(np.array(self.mean, float)[None, :], np.array(self.cov, float)[None, :, :])
 
 
+@dataclass
+class LastDay:
+    """One person's forecast of the last day of their grid (:meth:`PersonalModel.last_day`)."""
+
+    date: Any
+    probability: float
+    contrib: np.ndarray  # (K,) each term's log-odds in the forecast (posterior mean x covariate; 0 before day 31)
+
+
 def training_rows(diaries: Diaries) -> Rows:
     labelled = ~np.isnan(diaries.y)
     return Rows(diaries.x[labelled], diaries.offset[labelled], diaries.y[labelled], diaries.group[labelled], len(diaries.length))
@@ -478,48 +487,48 @@ class PersonalModel:
         (a state of the same grid, ``state.through <= stop``; None: the prior at day 0) by the
         loop of the cohort pass (:func:`advance`), so it equals the stage's prequential state.
 
-        ``features``: the person's grid covering at least days ``0..stop-1``. The offset model runs
-        on the days from ``state.through`` only, unless a weekly refit falls in between (it reads
-        every labelled day before it). Bounded: O(days since ``state``) plus one refit per week.
+        ``features``: the person's grid covering at least days ``0..stop-1`` (later days are not
+        read: the forecast of day ``stop`` runs the offset model on it once, :meth:`last_day`). The
+        offset model runs on the days from ``state.through`` only, unless a weekly refit falls in
+        between (it reads every labelled day before it); not at all when ``state`` is at ``stop``.
+        Bounded: O(days since ``state``) plus one refit per week.
         """
         start = 0 if state is None else int(state.through)
         if not 0 <= start <= stop:
             raise ValueError(f"personal.resume: the state is at day {start}, asked for day {stop}")
-        step = self.config.refit_every_days
-        crosses_refit = stop // step > start // step
-        diaries = self.one_diary(features, 0 if crosses_refit else start)
-        if diaries.length[0] < stop:
-            raise ValueError(f"personal.resume: the grid has {diaries.length[0]} days, the state needs {stop}")
+        if features.height < stop:
+            raise ValueError(f"personal.resume: the grid has {features.height} days, the state needs {stop}")
         post = Posterior.prior(1, np.zeros(len(self.config.terms)), self.prior_var) if state is None else state.posterior()
-        refits, updates = advance(diaries, post, self.prior_var, self.config, start, stop, refit_at_stop=True)
+        refits = updates = 0
+        if start < stop:
+            step = self.config.refit_every_days
+            crosses_refit = stop // step > start // step
+            diaries = self.one_diary(features.sort("date").head(stop), 0 if crosses_refit else start)
+            refits, updates = advance(diaries, post, self.prior_var, self.config, start, stop, refit_at_stop=True)
         before = (0, 0) if state is None else (state.refits, state.updates)
         return UserState(stop, post.mean[0].copy(), post.cov[0].copy(), before[0] + refits, before[1] + updates)
 
-    def forecast_last(self, features: pl.DataFrame, state: UserState) -> float:
-        """P(onset) on the last day of one person's grid from their state before it (``state.through``
-        must be that day): the population forecast until ``min_days_logged`` days are logged."""
+    def last_day(self, features: pl.DataFrame, state: UserState) -> LastDay:
+        """The forecast of the last day of one person's grid from their state before it
+        (``state.through`` must be that day) and what its explanation needs, from one run of the
+        offset model on that day: the population forecast until ``min_days_logged`` days are logged."""
         grid = features.sort("date")
         if state.through != grid.height - 1:
-            raise ValueError(f"personal.forecast_last: the state is at day {state.through}, the grid's last day is {grid.height - 1}")
+            raise ValueError(f"personal.last_day: the state is at day {state.through}, the grid's last day is {grid.height - 1}")
         last = grid.tail(1)
         offset = self.offset(last)
         if float(last["days_logged_before"][0]) < self.config.min_days_logged:
-            return float(sigmoid(offset)[0])
-        logit = predictive_logit(state.posterior(), self.design(last, logit=offset), offset, self.config.moderated)
-        return float(sigmoid(logit)[0])
+            return LastDay(last["date"][0], float(sigmoid(offset)[0]), np.zeros(len(self.config.terms)))
+        x = self.design(last, logit=offset)
+        logit = predictive_logit(state.posterior(), x, offset, self.config.moderated)
+        return LastDay(last["date"][0], float(sigmoid(logit)[0]), np.asarray(state.mean, float) * x[0])
 
-    def explain_last(self, batch: ForecastBatch, features: pl.DataFrame, state: UserState, top_k: int | None = None) -> list[dict[str, Any]]:
-        """:meth:`explain` of the batch's one target, the last day of one person's grid, from their
-        state before it (as :meth:`forecast_last`): no replay of the diary. The same items as
-        :meth:`explain` (the posterior mean the forecast uses x the day's terms)."""
-        grid = features.sort("date")
-        if batch.targets.height != 1 or state.through != grid.height - 1 or grid["date"][-1] != batch.targets["date"][0]:
-            raise ValueError("personal.explain_last: one target, the grid's last day, with the state before it")
-        last = grid.tail(1)
-        contrib = np.zeros(len(self.config.terms))
-        if float(last["days_logged_before"][0]) >= self.config.min_days_logged:
-            contrib = np.asarray(state.mean, float) * self.design(last)[0]
-        return self._grouped(self._offset_items(batch, 1)[0], contrib, top_k)
+    def explain_last(self, batch: ForecastBatch, day: LastDay, top_k: int | None = None) -> list[dict[str, Any]]:
+        """:meth:`explain` of the batch's one target from its :meth:`last_day` (no replay of the
+        diary): the same items (the posterior mean the forecast uses x the day's terms)."""
+        if batch.targets.height != 1 or batch.targets["date"][0] != day.date:
+            raise ValueError(f"personal.explain_last: one target, the day forecast ({day.date}), expected")
+        return self._grouped(self._offset_items(batch, 1)[0], day.contrib, top_k)
 
     # ---------------------------------------------------------- persistence
 

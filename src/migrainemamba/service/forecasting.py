@@ -219,6 +219,7 @@ class Forecaster:
         day: date,
         inputs_fingerprint: str | None = None,
         predict: Predict | None = None,
+        explain: bool = True,
     ) -> Forecast:
         """The forecast for ``day`` of the single user in ``users`` (see the module docstring).
 
@@ -228,6 +229,8 @@ class Forecaster:
         user's stored state instead of replaying the whole diary (same number either way). A
         ``predict`` with an ``explain(route, batch)`` method (all groups of the batch's forecasts,
         as ``model.explain(batch, top_k=None)``) explains the forecast too, from that same state.
+        ``explain=False``: the probability only, no contributions nor top triggers (a what-if's
+        counterfactual: its explanation is never read).
         """
         user_id = users["user_id"][0]
         seen = visible_logs(logs, day)
@@ -241,17 +244,12 @@ class Forecaster:
             raise RuntimeError(
                 f"model {route.model_name} {route.model_version} returned {probability} for {user_id} {day}"
             )
-        has_cycle = bool(users["has_menstrual_cycle"][0])
-        present = present_groups(batch.features().head(1), has_cycle)[0]
-        explain = getattr(predict, "explain", None)  # a stateful hook explains from its own computation
-        contributions = (
-            fitting(
-                (explain(route, batch) if callable(explain) else route.model.explain(batch, top_k=None))[0],  # type: ignore[attr-defined]
-                present - NOT_TRIGGERS,
-            )
-            if route.explains
-            else []
-        )
+        contributions: list[dict[str, Any]] = []
+        if explain and route.explains:
+            present = present_groups(batch.features().head(1), bool(users["has_menstrual_cycle"][0]))[0]
+            hook = getattr(predict, "explain", None)  # a stateful hook explains from its own computation
+            items = hook(route, batch) if callable(hook) else route.model.explain(batch, top_k=None)  # type: ignore[attr-defined]
+            contributions = fitting(items[0], present - NOT_TRIGGERS)
         return Forecast(
             user_id=user_id,
             date=day,

@@ -23,7 +23,8 @@ When it moves
 - **Forecast** (``StatefulPredict``, in the forecast's writer transaction): the stored state is
   moved, in memory, over the days between it and the forecast day (unlabelled days: nothing to
   absorb; a refit if a week starts), then D is forecast and explained from it
-  (``PersonalModel.forecast_last`` / ``explain_last``: one resumption, no replay).
+  (``PersonalModel.last_day`` / ``explain_last``: one resumption, the population model run once
+  on D, no replay). A diary with no stored state (a what-if's) is replayed once (``ReplayOnce``).
 
 Stale means rebuilt, never served
 ---------------------------------
@@ -51,7 +52,7 @@ from sqlalchemy.orm import Session
 from migrainemamba.data.schema import DAILY_LOG_COLUMNS, USER_COLUMNS
 from migrainemamba.features import build_features
 from migrainemamba.models.base import ForecastBatch
-from migrainemamba.models.personal import PersonalModel, UserState
+from migrainemamba.models.personal import LastDay, PersonalModel, UserState
 from migrainemamba.release.routing import Route
 from migrainemamba.service import crud
 from migrainemamba.service.forecasting import Forecaster, fingerprint
@@ -189,35 +190,64 @@ def absorb_outcome(session: Session, user_id: str, forecaster: Forecaster, users
         return False
 
 
-class StatefulPredict:
-    """``Forecaster.forecast``'s ``predict`` hook in the forecast's writer transaction: the personal
-    family forecasts from the user's stored state (resumed to the day, rebuilt and stored if stale);
-    every other family predicts as usual. Its :meth:`explain` explains that forecast from the same
-    resumed state (no second replay of the diary)."""
+class ReplayOnce:
+    """``Forecaster.forecast``'s ``predict`` hook for a diary without a stored state (a what-if's):
+    the personal family replays the batch's diary once (:meth:`PersonalModel.resume` from day 0,
+    then :meth:`PersonalModel.last_day`) and :meth:`explain` explains that forecast from the same
+    state (the model's ``predict`` then ``explain`` would replay it twice, to the same numbers);
+    every other family predicts and explains as usual."""
 
-    def __init__(self, session: Session, user_id: str, persist: bool = True) -> None:
-        self.session = session
-        self.user_id = user_id
-        self.persist = persist  # False in a reader's transaction (e.g. what-if): a rebuild stays in memory
-        self.rebuilt = False
-        self._last: tuple[ForecastBatch, pl.DataFrame, UserState] | None = None  # the batch predicted last, its grid, its state
+    def __init__(self) -> None:
+        self._last: tuple[ForecastBatch, LastDay] | None = None  # the batch predicted last and its forecast
 
     def __call__(self, route: Route, batch: ForecastBatch) -> np.ndarray:
         self._last = None
-        if route.model_name != PERSONAL or not isinstance(route.model, PersonalModel):
-            return np.asarray(route.model.predict(batch), dtype=float)
-        grid, state = resumed_state(self.session, self.user_id, route, batch, self)
-        self._last = (batch, grid, state)
-        return np.array([route.model.forecast_last(grid, state)])
+        model = route.model
+        if route.model_name != PERSONAL or not isinstance(model, PersonalModel):
+            return np.asarray(model.predict(batch), dtype=float)
+        grid, state = self.resumed(route, batch)
+        day = model.last_day(grid, state)
+        self._last = (batch, day)
+        return np.array([day.probability])
+
+    def resumed(self, route: Route, batch: ForecastBatch) -> tuple[pl.DataFrame, UserState]:
+        """The person's grid up to the batch's one target day and their state before it: from day 0."""
+        model: PersonalModel = route.model  # type: ignore[assignment]
+        grid, stop = target_grid(batch, batch.targets["user_id"][0])
+        return grid, model.resume(grid, None, stop)
 
     def explain(self, route: Route, batch: ForecastBatch) -> list[list[dict[str, Any]]]:
         """All explanation groups of the batch's forecast (``model.explain(batch, top_k=None)``): from
-        the state this hook resumed for the same batch, else the model's own (replaying) explain."""
+        the forecast this hook made for the same batch, else the model's own (replaying) explain."""
         model = route.model
         if self._last is not None and self._last[0] is batch and isinstance(model, PersonalModel):
-            _, grid, state = self._last
-            return [model.explain_last(batch, grid, state)]
+            return [model.explain_last(batch, self._last[1])]
         return model.explain(batch, top_k=None)  # type: ignore[attr-defined]
+
+
+class StatefulPredict(ReplayOnce):
+    """:class:`ReplayOnce` in the forecast's writer transaction: the personal family forecasts from
+    the user's stored state (resumed to the day, rebuilt and stored if stale) instead of day 0."""
+
+    def __init__(self, session: Session, user_id: str, persist: bool = True) -> None:
+        super().__init__()
+        self.session = session
+        self.user_id = user_id
+        self.persist = persist  # False in a reader's transaction: a rebuild stays in memory
+        self.rebuilt = False
+
+    def resumed(self, route: Route, batch: ForecastBatch) -> tuple[pl.DataFrame, UserState]:
+        return resumed_state(self.session, self.user_id, route, batch, self)
+
+
+def target_grid(batch: ForecastBatch, user_id: str) -> tuple[pl.DataFrame, int]:
+    """The person's grid up to the batch's one target day, and that day's index in it."""
+    if batch.targets.height != 1:
+        raise ValueError("personal state: one forecast day at a time")
+    day = batch.targets["date"][0]
+    grid = batch.precomputed if batch.precomputed is not None else _grid(batch.users, batch.daily_logs, day)
+    grid = grid.filter((pl.col("user_id") == user_id) & (pl.col("date") <= day))
+    return grid, (day - grid["date"].min()).days
 
 
 def resumed_state(
@@ -229,13 +259,8 @@ def resumed_state(
     rebuilt from the batch's diary: a what-if that changes a past day is computed from the changed
     diary, and never stored when not persisting)."""
     model: PersonalModel = route.model  # type: ignore[assignment]
-    if batch.targets.height != 1:
-        raise ValueError("personal state: one forecast day at a time")
-    day = batch.targets["date"][0]
-    grid = batch.precomputed if batch.precomputed is not None else _grid(batch.users, batch.daily_logs, day)
-    grid = grid.filter((pl.col("user_id") == user_id) & (pl.col("date") <= day))
-    first = grid["date"].min()
-    stop = (day - first).days
+    grid, stop = target_grid(batch, user_id)
+    day, first = batch.targets["date"][0], grid["date"].min()
     row = get_state(session, user_id)
     stored = _usable(row, route, first, day, batch.users, batch.daily_logs)
     state = model.resume(grid, stored, stop)

@@ -7,6 +7,10 @@ habit's contribution to the forecast as things stand (the model's explanation, t
 items as the forecast's top triggers; only habits that fit the person,
 ``service.explanations``); a model without explanations is ranked by the drop in risk.
 A change is listed only when the model's risk drops by at least ``MIN_RISK_DROP``.
+
+Cost: the forecast as things stand and its explanation come from one replay of the diary by a
+stateful model (``personal_state.ReplayOnce``); a counterfactual is a forecast only (its
+explanation is never read), so each diary is read by the model once.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import polars as pl
 from migrainemamba.features.triggers import GROUP_NAMES
 from migrainemamba.insights.what_if import ASSUMPTION, CHANGES, scenario, sentence
 from migrainemamba.service.forecasting import Forecaster
+from migrainemamba.service.personal_state import ReplayOnce
 
 MIN_RISK_DROP = 0.001
 FINGERPRINT = "what-if"  # these forecasts are never stored
@@ -30,7 +35,7 @@ def what_if(forecaster: Forecaster, users: pl.DataFrame, logs: pl.DataFrame, tod
     if frame is None:
         return None
     tomorrow = today + timedelta(days=1)
-    base = forecaster.forecast(users, frame, tomorrow, inputs_fingerprint=FINGERPRINT)
+    base = forecaster.forecast(users, frame, tomorrow, inputs_fingerprint=FINGERPRINT, predict=ReplayOnce())
     explains = forecaster.route(base.phase).explains
     contribution = {c["group"]: float(c["log_odds"]) for c in base.contributions}
     items = []
@@ -41,7 +46,7 @@ def what_if(forecaster: Forecaster, users: pl.DataFrame, logs: pl.DataFrame, tod
         if applied is None:
             continue
         changed, text = applied
-        counterfactual = forecaster.forecast(users, changed, tomorrow, inputs_fingerprint=FINGERPRINT)
+        counterfactual = forecaster.forecast(users, changed, tomorrow, inputs_fingerprint=FINGERPRINT, explain=False)
         if counterfactual.probability > base.probability - MIN_RISK_DROP:
             continue
         items.append(
