@@ -3,6 +3,11 @@
 Servers run in their own session (process group) and are always stopped by
 PID; the private PostgreSQL instance runs from the system's binaries in a tmp
 folder, as the ``postgres`` user when the tests run as root (initdb refuses root).
+
+A server's port is picked free, then bound by the server a few seconds later: under
+pytest-xdist another worker's server may take it in between. ``start_listening`` waits
+until the server listens on its *own* socket and starts it again on another port when it
+exited because the port was taken (``ADDRESS_IN_USE`` in its output).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +34,90 @@ BIN = Path(sys.executable).parent
 SERVICE = "migrainemamba.service.service:MigraineMamba"
 SECRET = "fault-test-secret-key-0123456789abcdef-0123"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+HOST = "127.0.0.1"
+LISTEN_TIMEOUT_S = 120.0
+# EADDRINUSE as the servers report it: circus (bentoml) "OSError: [Errno 98] Address already in
+# use", uvicorn (mlflow) "error while attempting to bind on address ...: address already in use"
+ADDRESS_IN_USE = "address already in use"
+START_ATTEMPTS = 5
 
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+class ServerExited(RuntimeError):
+    """The server process exited before it listened."""
+
+
+def _listens_on(proc: subprocess.Popen, port: int) -> bool:
+    """Whether ``proc`` or one of its descendants holds a listening TCP socket on ``port``."""
+    try:
+        family = [psutil.Process(proc.pid)]
+        family += family[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return False
+    for member in family:
+        try:
+            sockets = member.net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in sockets):
+            return True
+    return False
+
+
+def wait_listening(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> float:
+    """Seconds until ``host:port`` accepts TCP connections; with ``proc``, on a socket of its own
+    (another process on the port does not count) and :class:`ServerExited` as soon as it exits.
+    Raises :class:`TimeoutError` after ``timeout`` seconds."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise ServerExited(f"exited with {proc.returncode} before listening on {host}:{port}")
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            if proc is None or _listens_on(proc, port):
+                return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def start_listening(
+    command: Callable[[int], list[str]],
+    log: Path,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    timeout: float = LISTEN_TIMEOUT_S,
+    attempts: int = START_ATTEMPTS,
+) -> tuple[subprocess.Popen, int]:
+    """``command(port)`` in a session of its own, output appended to ``log``, on a free ``HOST``
+    port; returned (process, port) once it listens there. A start that exits because the port was
+    taken meanwhile is retried on another port (module docstring); any other failure stops the
+    process and raises with the log's tail."""
+    for _ in range(attempts):
+        port = free_port()
+        argv = command(port)
+        offset = log.stat().st_size if log.is_file() else 0
+        with log.open("a") as out:
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_listening(HOST, port, timeout, proc)
+            return proc, port
+        except ServerExited as exc:
+            with log.open(errors="replace") as out:
+                out.seek(offset)
+                output = out.read()
+            if ADDRESS_IN_USE not in output.lower():
+                raise ServerExited(f"{argv[0]} {exc}:\n{output[-4000:]}") from None
+        except TimeoutError as exc:
+            stop_process(proc)
+            raise TimeoutError(f"{exc}:\n{log.read_text(errors='replace')[-4000:]}") from None
+    raise ServerExited(f"{attempts} starts, each port taken before the server bound it (see {log})")
 
 
 def server_env(**extra: str) -> dict[str, str]:
@@ -59,21 +142,17 @@ class Server:
         return self.log.read_text()[-4000:] if self.log.is_file() else ""
 
 
-def start_server(work: Path, database_url: str, name: str = "server", **extra: str) -> Server:
-    """``bentoml serve`` of the service on a free 127.0.0.1 port (not waited for)."""
-    port = free_port()
+def start_server(work: Path, database_url: str, name: str = "server", target: str = SERVICE, **extra: str) -> Server:
+    """``bentoml serve`` of ``target`` (the service, or a bento's folder) on a free 127.0.0.1 port,
+    returned once it listens there (``start_listening``); not waited for until ready (``wait_for``)."""
     log = work / f"{name}.log"
     env = server_env(DATABASE_URL=database_url, BENTOML_HOME=str(work / "bentoml_home"), **extra)
-    with log.open("a") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=work,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Server(proc, f"http://127.0.0.1:{port}", log)
+
+    def command(port: int) -> list[str]:
+        return [str(BIN / "bentoml"), "serve", target, "--host", HOST, "--port", str(port)]
+
+    proc, port = start_listening(command, log, env, cwd=work)
+    return Server(proc, f"http://{HOST}:{port}", log)
 
 
 def wait_for(server: Server, path: str, timeout: float = 90.0) -> float:
@@ -92,23 +171,28 @@ def wait_for(server: Server, path: str, timeout: float = 90.0) -> float:
 
 
 def stop_server(server: Server, kill: bool = False) -> None:
-    """SIGTERM (or SIGKILL) to the server's own process group, by its PID, then to its workers.
+    stop_process(server.proc, kill)
+
+
+def stop_process(proc: subprocess.Popen, kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL) to the process's own group (``start_new_session``), by its PID, then
+    to its workers.
 
     BentoML's workers run in sessions of their own: a SIGKILL to the server's group leaves them
     running (orphaned, still holding the port), so they are found before and stopped by PID.
     """
-    if server.proc.poll() is not None:
+    if proc.poll() is not None:
         return
     try:
-        workers = psutil.Process(server.proc.pid).children(recursive=True)
+        workers = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         workers = []
-    os.killpg(server.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
     try:
-        server.proc.wait(timeout=30)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        os.killpg(server.proc.pid, signal.SIGKILL)
-        server.proc.wait(timeout=10)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
     for worker in workers:
         try:
             worker.kill()
@@ -118,10 +202,12 @@ def stop_server(server: Server, kill: bool = False) -> None:
 
 
 @contextmanager
-def running_server(work: Path, database_url: str, name: str = "server", **extra: str) -> Iterator[Server]:
-    server = start_server(work, database_url, name, **extra)
+def running_server(
+    work: Path, database_url: str, name: str = "server", target: str = SERVICE, ready_timeout: float = 90.0, **extra: str
+) -> Iterator[Server]:
+    server = start_server(work, database_url, name, target, **extra)
     try:
-        wait_for(server, "/readyz")
+        wait_for(server, "/readyz", ready_timeout)
         yield server
     finally:
         stop_server(server)

@@ -30,11 +30,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -55,11 +52,11 @@ from migrainemamba.models.personal import PersonalModel, config_from_dict
 from migrainemamba.models.trigger_map import ClassRule, MapRows, estimate_map_prior, save_map_setup
 from migrainemamba.service.settings import without_service_settings
 from migrainemamba.split import make_split
+from tests.integration.server_support import Server, running_server
 
 pytestmark = pytest.mark.integration
 
 REPO = repo_root()
-BIN = Path(sys.executable).parent
 EXACT = 1e-6
 DAYS = 40
 SECRET = "integration-test-secret-key-0123456789abcdef"
@@ -74,12 +71,6 @@ def _env(**extra: str) -> dict[str, str]:
     env.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1")
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- fixtures
@@ -188,77 +179,18 @@ def packaged(work, foundation_dir, personal_dir) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def server(packaged, work) -> Iterator[dict[str, Any]]:
-    """``bentoml serve`` of the unpacked bento on a free loopback port; stopped afterwards."""
-    port = free_port()
-    log_path = work / "server.log"
-    env = _env(
+def server(packaged, work) -> Iterator[Server]:
+    """``bentoml serve`` of the unpacked bento on a free loopback port (``server_support``); stopped afterwards."""
+    with running_server(
+        work,
+        f"sqlite:///{work / 'service.db'}",
+        target=packaged["bento_dir"],
+        ready_timeout=START_TIMEOUT_S,
         ROUTING_TABLE_PATH=packaged["bento_routing_table"],
-        DATABASE_URL=f"sqlite:///{work / 'service.db'}",
         SECRET_KEY=SECRET,
         OPERATOR_TOKEN=OPERATOR_TOKEN,
-        TIMEZONE="UTC",
-        BENTOML_HOME=str(work / "bentoml_home"),
-    )
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "bentoml"),
-                "serve",
-                packaged["bento_dir"],
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=work,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"bentoml serve exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}"
-                )
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"server not ready in {START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}"
-                )
-            time.sleep(0.5)
-        yield {"base": base, "api": f"{base}/api/v1", "proc": proc, "log": log_path}
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """The server's process group (start_new_session), then its workers by PID (own sessions)."""
-    import psutil
-
-    if proc.poll() is not None:
-        return
-    workers = psutil.Process(proc.pid).children(recursive=True)
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    for worker in workers:
-        try:
-            worker.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(workers, timeout=10)
+    ) as server:
+        yield server
 
 
 # --------------------------------------------------------------- packaging
@@ -346,7 +278,7 @@ def _offline(users: pl.DataFrame, logs: pl.DataFrame, day: date, model) -> tuple
 
 
 def test_one_user_from_onboarding_through_40_days(server, packaged, foundation_dir, personal_dir, small_cohort):
-    api = server["api"]
+    api = server.api
     client = httpx.Client(base_url=api, timeout=30)
     sim_user, window = _walk_window(small_cohort)
 
@@ -474,7 +406,7 @@ def test_a_user_logging_forward_is_served_from_their_stored_personal_state(
     """39 past days logged in date order (each outcome moves the stored state on, with the
     weekly refits), then today's morning: the 31+ forecast comes from the stored state and
     equals the offline pipeline's; the state is in the user's export."""
-    client = httpx.Client(base_url=server["api"], timeout=30)
+    client = httpx.Client(base_url=server.api, timeout=30)
     sim_user, window = _walk_window(small_cohort)
     profile = {c.name: sim_user[c.name] for c in USER_COLUMNS if c.name != "user_id"}
     created = client.post("/users/onboarding", json=_json_values(profile, profile)).json()
@@ -517,7 +449,7 @@ def test_a_user_logging_forward_is_served_from_their_stored_personal_state(
 
 
 def test_service_docs_health_and_metrics(server):
-    base = server["base"]
+    base = server.base
     for path in ("/healthz", "/livez", "/readyz", "/api/v1/health", "/api/v1/docs", "/"):
         assert httpx.get(base + path, timeout=10).status_code == 200, path
     schema = httpx.get(f"{base}/api/v1/openapi.json", timeout=10).json()

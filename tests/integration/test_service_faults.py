@@ -98,23 +98,20 @@ class HungListener:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory) -> Iterator[dict[str, Any]]:
     """The hung-database, SQLite and private-PostgreSQL servers, started together (start-up is
-    most of these tests' time); each test waits for its own."""
+    most of these tests' time: each is left loading once it listens); each test waits for its own."""
     work = tmp_path_factory.mktemp("faults")
     hung = HungListener()
-    with ExitStack() as stack:
+    with ExitStack() as stack:  # unwound in reverse: the servers, then PostgreSQL, then the listener
+        stack.callback(hung.close)
         pg = stack.enter_context(private_postgres()) if pg_available() else None
-        started = {
-            "hung": start_server(work, f"postgresql://postgres@127.0.0.1:{hung.port}/mm", "hung"),
-            "sqlite": start_server(work, f"sqlite:///{work / 'service.db'}", "sqlite"),
-        }
+        urls = {"hung": f"postgresql://postgres@127.0.0.1:{hung.port}/mm", "sqlite": f"sqlite:///{work / 'service.db'}"}
         if pg is not None:
-            started["pg_server"] = start_server(work, pg.url, "pg")
-        try:
-            yield {"work": work, "hung_listener": hung, "pg": pg, **started}
-        finally:
-            for server in started.values():
-                stop_server(server)
-            hung.close()
+            urls["pg_server"] = pg.url
+        started = {}
+        for key, url in urls.items():
+            started[key] = start_server(work, url, key.removesuffix("_server"))
+            stack.callback(stop_server, started[key])
+        yield {"work": work, "hung_listener": hung, "pg": pg, **started}
 
 
 def test_hung_database_live_at_once_ready_and_routes_503_fast(servers):

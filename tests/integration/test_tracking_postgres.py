@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -38,6 +34,7 @@ from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.foundation import FoundationConfig, FoundationModel, pyfunc_kwargs
 from migrainemamba.split import make_split
 from migrainemamba.tracking import flatten, stage_run, tracking_uri
+from tests.integration.server_support import start_listening, stop_process
 
 PG_SERVER = "host=127.0.0.1 port=5432 user=postgres connect_timeout=3"
 STAGE = "foundation"
@@ -83,56 +80,33 @@ def mlflow_state_restored() -> Iterator[None]:
             os.environ[key] = value
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def tracking_server(postgres_database, tmp_path) -> Iterator[tuple[str, Path]]:
-    """``mlflow server`` on the fresh database with proxied artifacts, started as the README says."""
-    port, artifacts = free_port(), tmp_path / "server-artifacts"
-    command = [
-        str(Path(sys.executable).parent / "mlflow"), "server",
-        "--backend-store-uri", f"postgresql+psycopg://postgres@127.0.0.1:5432/{postgres_database}",
-        "--artifacts-destination", str(artifacts),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
+    """``mlflow server`` on the fresh database with proxied artifacts, started as the README says
+    on a free loopback port (``server_support.start_listening``: another if it is taken meanwhile)."""
+    artifacts = tmp_path / "server-artifacts"
+
+    def command(port: int) -> list[str]:
+        return [
+            str(Path(sys.executable).parent / "mlflow"), "server",
+            "--backend-store-uri", f"postgresql+psycopg://postgres@127.0.0.1:5432/{postgres_database}",
+            "--artifacts-destination", str(artifacts),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ]  # fmt: skip
+
     env = os.environ | {
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    server, port = start_listening(command, tmp_path / "server.log", env, timeout=SERVER_START_TIMEOUT_S)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            assert server.poll() is None, (
-                f"mlflow server exited: {(tmp_path / 'server.log').read_text()[-2000:]}"
-            )
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (
-                f"mlflow server not up after {SERVER_START_TIMEOUT_S} s"
-            )
-            time.sleep(0.5)
+        # uvicorn binds once the application has started: listening is serving
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+            assert response.status == 200
         yield url, artifacts
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
+        stop_process(server)
 
 
 @pytest.fixture(params=["postgresql", "sqlite", pytest.param("server", marks=pytest.mark.slow)])
