@@ -285,6 +285,35 @@ def test_diary_bayes_reference_learns_the_persons_dynamics_from_the_diary():
     assert learned - prior > 0.2 * (oracle - prior)
 
 
+def test_diary_bayes_reference_reads_the_triggers_as_the_diary_shows_them():
+    """Given the true exposures as its diary, the reference is the true-exposure reference; the
+    features' reading of the diary agrees with the truth where the day is fully logged."""
+    from migrainemamba.data.simulator.cohort import simulate_internals
+    from migrainemamba.evaluation.diary_bayes import diary_bayes_reference, diary_trigger_exposures
+
+    cfg = simulator_config(n_users=12, n_days=60, seed=5)
+    sim, cohort = simulate_internals(cfg), simulate_cohort(cfg)
+    ids = ["u00002", "u00007"]
+    logged = cohort.truth_days.select("user_id", "date", "logged")
+    known = [t.name for t in cfg.triggers if t.timing == "known"]
+    truth = cohort.truth_days.select("user_id", "date", *[pl.col(f"x_{n}").alias(n) for n in known])
+    plain = diary_bayes_reference(cfg, sim, ids, logged, n_draws=32, dynamics_known=False)
+    as_diary = diary_bayes_reference(cfg, sim, ids, logged, n_draws=32, dynamics_known=False, diary_exposures=truth)
+    np.testing.assert_allclose(as_diary["p_reference"].to_numpy(), plain["p_reference"].to_numpy(), atol=1e-12)
+
+    read = diary_trigger_exposures(build_features(cohort.users, cohort.daily_logs), cfg)
+    both = read.join(truth, on=["user_id", "date"], suffix="_true").join(logged, on=["user_id", "date"])
+    # heavy alcohol is yesterday's drinks: the reading is exact where yesterday is in the diary
+    prev = logged.with_columns(pl.col("date") + timedelta(days=1)).rename({"logged": "logged_before"})
+    full = both.join(prev, on=["user_id", "date"]).filter(pl.col("logged_before"))
+    assert (full["heavy_alcohol"] == full["heavy_alcohol_true"]).mean() > 0.97
+    # an unlogged yesterday reads as no exposure, whatever happened
+    gap = both.join(prev, on=["user_id", "date"]).filter(~pl.col("logged_before"))
+    assert gap.height > 0 and not gap["heavy_alcohol"].any()
+    with pytest.raises(ValueError, match="diary exposures"):
+        diary_bayes_reference(cfg, sim, ids, logged, n_draws=8, diary_exposures=truth.drop("perimenstrual"))
+
+
 def test_fit_estimates_the_prior_around_the_offsets_it_is_given(tiny):
     """``fit(offset=...)`` (the stage passes out-of-fold log-odds): the model's own offsets give
     the default fit; offsets that explain less of each person's level leave a wider level spread."""

@@ -22,6 +22,11 @@ known either: drawn from the cohort's frequency bands and weighted by the likeli
 the person told, so nothing about the person is known beyond what the models see at
 onboarding (their attack duration aside, which the diary shows from the first attack).
 
+With ``diary_exposures`` the known-timing triggers are read as the diary's features show them
+(``features.triggers.TRIGGER_INDICATORS``: a trigger on an unlogged day or an unlogged field is
+absent) instead of the true exposures (the true cycle, usual sleep and caffeine habit): what a
+forecaster that reads only the diary could know of them.
+
 ``dynamics_known=False`` also leaves out the person's dynamics: whether they are
 prodrome-prone and whether their attacks cluster are drawn with their cohort shares and
 learned the same way (``experiments.oracle_decomposition``). Scenario terms beyond the default
@@ -49,6 +54,7 @@ from migrainemamba.data.simulator.cohort import (
     simulate_internals,
 )
 from migrainemamba.data.simulator.config import SimulatorConfig
+from migrainemamba.features.triggers import TRIGGER_INDICATORS
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +80,15 @@ def _draws(
     seed: int,
     dynamics_known: bool = True,
     self_report: np.ndarray | None = None,
+    indicators: dict[str, np.ndarray] | None = None,
 ) -> ReferenceInputs:
     """Prior draws of what the reference does not know: the sensitivities; unless
     ``dynamics_known``, whether the person is prodrome-prone and whether their attacks cluster
     (each with its share in the cohort, ``cfg.prodrome`` and ``cfg.frequency``); with
     ``self_report`` (attacks per month told at onboarding, per person of ``people``), their
     attack frequency: drawn from the cohort's bands, each draw's prior weight (``log_w0``) the
-    likelihood of what they told under the simulator's recall noise."""
+    likelihood of what they told under the simulator's recall noise. ``indicators`` (known-timing
+    trigger -> (people, T) bool) replaces the true exposures of ``people``."""
     rng = np.random.default_rng(seed)
     n = len(people) * n_draws
     person = np.repeat(people, n_draws)
@@ -91,7 +99,11 @@ def _draws(
         eligible = sim.people.has_cycle[person] if trig.name == "perimenstrual" else np.ones(n, bool)
         sensitive = eligible & (rng.random(n) < trig.prevalence)
         draw[trig.name] = np.where(sensitive, rng.normal(trig.log_or, trig.sd, n), 0.0)
-    known_lp = sum(draw[t.name][:, None] * sim.expo.indicators[t.name][person] for t in known)
+    if indicators is None:
+        exposure = {t.name: sim.expo.indicators[t.name][person] for t in known}
+    else:
+        exposure = {t.name: np.repeat(indicators[t.name], n_draws, axis=0) for t in known}
+    known_lp = sum(draw[t.name][:, None] * exposure[t.name] for t in known)
     same_beta = np.stack([draw[t.name] for t in same], axis=1)
     inp = sim.inputs
     if dynamics_known:
@@ -193,6 +205,36 @@ def _filter(
     return forecast, ess, unlearned
 
 
+def diary_trigger_exposures(features: pl.DataFrame, cfg: SimulatorConfig) -> pl.DataFrame:
+    """``user_id, date`` and each known-timing trigger of ``cfg`` as the diary's features show it
+    on the morning of the day (absent where a field is not logged)."""
+    known = [t.name for t in cfg.triggers if t.timing == "known"]
+    unread = [name for name in known if name not in TRIGGER_INDICATORS]
+    if unread:
+        raise KeyError(f"diary exposures: no diary indicator for triggers {unread}")
+    return features.select("user_id", "date", *[TRIGGER_INDICATORS[n].fill_null(False).alias(n) for n in known])
+
+
+def _diary_grid(
+    sim: SimulationInternals, cfg: SimulatorConfig, people: np.ndarray, ids: list[str], diary: pl.DataFrame
+) -> dict[str, np.ndarray]:
+    """The known-timing triggers of ``people`` on the simulation's day grid: the diary's reading on
+    diary days, the true exposure before the diary starts (burn-in, never forecast or weighed)."""
+    known = [t.name for t in cfg.triggers if t.timing == "known"]
+    absent = [name for name in known if name not in diary.columns]
+    if absent:
+        raise ValueError(f"diary exposures: no column for the known-timing triggers {absent}")
+    grid = {name: sim.expo.indicators[name][people].copy() for name in known}
+    offsets = {u: i for i, u in enumerate(ids)}
+    part = diary.filter(pl.col("user_id").is_in(ids))
+    row = np.array([offsets[u] for u in part["user_id"]], dtype=int)
+    day = np.array([(d - sim.start).days for d in part["date"]], dtype=int) - sim.people.enrol_offset[people][row]
+    for name in known:
+        grid[name][:, BURN_IN_DAYS:] = False  # diary days without a features row read as absent
+        grid[name][row, day] = part[name].to_numpy()
+    return grid
+
+
 def diary_bayes_reference(
     cfg: SimulatorConfig,
     sim: SimulationInternals,
@@ -204,10 +246,13 @@ def diary_bayes_reference(
     dynamics_known: bool = True,
     diary_symptoms_only: bool = False,
     self_report: dict[str, float] | None = None,
+    diary_exposures: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """``user_id, date, p_reference, p_reference_unlearned, ess`` for every diary-period day of ``user_ids``.
 
     ``logged``: the truth_days columns ``user_id, date, logged`` (which days count as the diary).
+    ``diary_exposures``: ``user_id, date`` and a bool column per known-timing trigger
+    (:func:`diary_trigger_exposures`), read instead of the true exposures on diary days.
     """
     index = np.array([int(u.lstrip("u")) for u in user_ids])
     n_days = sim.inputs.known_lp.shape[1]
@@ -223,7 +268,8 @@ def diary_bayes_reference(
             t = (day - start).days - int(sim.people.enrol_offset[people[offsets[uid]]])
             mask[offsets[uid], t] = True
         told = None if self_report is None else np.array([self_report[u] for u in ids])
-        ref = _draws(cfg, sim, people, n_draws, seed + lo, dynamics_known, told)
+        seen = None if diary_exposures is None else _diary_grid(sim, cfg, people, ids, diary_exposures)
+        ref = _draws(cfg, sim, people, n_draws, seed + lo, dynamics_known, told, seen)
         forecast, ess, unlearned = _filter(sim, ref, np.repeat(mask, n_draws, axis=0), n_draws, diary_symptoms_only)
         for j, uid in enumerate(ids):
             first = start + timedelta(days=int(sim.people.enrol_offset[people[j]]))
@@ -252,6 +298,7 @@ def prepared_cohort_reference(
     dynamics_known: bool = True,
     diary_symptoms_only: bool = False,
     self_report: dict[str, float] | None = None,
+    features: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """:func:`diary_bayes_reference` for ``chosen`` people of a prepared simulated cohort: reruns
     the simulator from its config (``data_cfg``) and checks that the rerun is that cohort."""
@@ -263,7 +310,8 @@ def prepared_cohort_reference(
     if truth.shape != rerun.shape or not np.allclose(truth, rerun, atol=1e-9):
         raise ValueError("diary-Bayes reference: rerunning the simulator (configs/data) does not reproduce the prepared cohort")
     logged = truth_days.select("user_id", "date", "logged")
+    diary = None if features is None else diary_trigger_exposures(features.filter(pl.col("user_id").is_in(chosen)), sim_cfg)
     return diary_bayes_reference(
         sim_cfg, sim, chosen, logged, n_draws, seed=seed, dynamics_known=dynamics_known,
-        diary_symptoms_only=diary_symptoms_only, self_report=self_report,
+        diary_symptoms_only=diary_symptoms_only, self_report=self_report, diary_exposures=diary,
     )

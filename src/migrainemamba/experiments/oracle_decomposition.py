@@ -16,7 +16,9 @@ prior's weights, ``_prior``). Runs (``RUNS``):
 - ``person_unknown``: and the symptoms of unlogged days unknown;
 - ``nothing_known``: and the frequency unknown: drawn from the cohort's bands, weighted by what
   the person told. Knowing the generative story and nothing about the person beyond what the
-  models see, it is the best any model trained on these diaries could do.
+  models see, it is the best any model trained on these diaries could do;
+- ``nothing_known_diary_exposures``: and the known-timing triggers read from the diary's
+  features, not the true exposures (the true cycle, usual sleep, caffeine habit, unlogged days).
 
 Scored per phase on held-out people's test days beside the evaluate stage's models, paired
 intervals over people::
@@ -52,12 +54,13 @@ log = logging.getLogger(__name__)
 PHASES = ("1-14", "15-30", "31+")
 MODELS = ("base_rate", "foundation", "temporal")
 METRICS = ("within_person_risk_corr", "brier_skill")
-# reference runs: name -> (dynamics known, symptoms of logged days only, frequency known)
+# reference runs: name -> (dynamics known, symptoms of logged days only, frequency known, true exposures)
 RUNS = {
-    "sensitivities_unknown": (True, False, True),  # the personalize stage's reference
-    "person_unknown_true_past": (False, False, True),
-    "person_unknown": (False, True, True),
-    "nothing_known": (False, True, False),
+    "sensitivities_unknown": (True, False, True, True),  # the personalize stage's reference
+    "person_unknown_true_past": (False, False, True, True),
+    "person_unknown": (False, True, True, True),
+    "nothing_known": (False, True, False, True),
+    "nothing_known_diary_exposures": (False, True, False, False),
 }
 # forecast column -> suffix of the scored model's name
 FORECASTS = {"p_reference": "learned", "p_reference_unlearned": "prior"}
@@ -76,7 +79,7 @@ def held_out_people(split: pl.DataFrame, n_users: int, seed: int) -> list[str]:
 
 
 def reference_rows(
-    cfg: Any, cohort: PreparedCohort, chosen: list[str], n_draws: int, seed: int, cache: Path, runs: list[str]
+    cfg: Any, cohort: PreparedCohort, features: pl.DataFrame, chosen: list[str], n_draws: int, seed: int, cache: Path, runs: list[str]
 ) -> dict[str, pl.DataFrame]:
     """Every reference run's forecasts for ``chosen``, cached in ``cache`` (they take minutes and
     need no model: they can run before the pipeline's models exist)."""
@@ -84,11 +87,12 @@ def reference_rows(
     data_cfg = to_dict(cfg.data)
     refs = {}
     for name in runs:
-        dynamics_known, diary_only, frequency_known = RUNS[name]
+        dynamics_known, diary_only, frequency_known, true_exposures = RUNS[name]
         path = cache / f"reference_{name}_{len(chosen)}x{n_draws}.parquet"
         if not path.exists():
             ref = prepared_cohort_reference(
-                data_cfg, cohort.truth_days, chosen, n_draws, seed, dynamics_known, diary_only, None if frequency_known else told
+                data_cfg, cohort.truth_days, chosen, n_draws, seed, dynamics_known, diary_only,
+                None if frequency_known else told, None if true_exposures else features,
             )
             ref.write_parquet(path)
         refs[name] = pl.read_parquet(path)
@@ -153,7 +157,7 @@ def main(argv: list[str]) -> None:
     out = Path(resolve_path(cfg.paths.data_dir)) / "experiments" / f"oracle_decomposition_{len(chosen)}x{n_draws}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    refs = reference_rows(cfg, cohort, chosen, n_draws, 0, out.parent, runs)
+    refs = reference_rows(cfg, cohort, features, chosen, n_draws, 0, out.parent, runs)
     seconds = time.perf_counter() - started
     predictions = resolve_path(cfg.paths.predictions) / "test.parquet"
     if "references_only" in argv or not predictions.exists():
