@@ -245,6 +245,22 @@ class PrivatePostgres:
         self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
 
 
+def _start_on_a_free_port(pg: PrivatePostgres, attempts: int = 5) -> None:
+    """Start the cluster, on another free port when the chosen one was taken between picking it
+    and binding it (the same race as the servers'; PostgreSQL says so in its log)."""
+    for attempt in range(attempts):
+        try:
+            pg.start()
+            return
+        except subprocess.CalledProcessError:
+            log_file = pg.folder / "pg.log"
+            taken = log_file.is_file() and ADDRESS_IN_USE in log_file.read_text().lower()
+            if not taken or attempt == attempts - 1:
+                raise
+            log_file.unlink()
+            pg.port = free_port()
+
+
 @contextmanager
 def private_postgres() -> Iterator[PrivatePostgres]:
     """A fresh PostgreSQL cluster on a free port (trust auth), removed afterwards."""
@@ -254,7 +270,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     pg = PrivatePostgres(folder, free_port())
     try:
         pg._run("initdb", "-D", str(folder / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
-        pg.start()
+        _start_on_a_free_port(pg)
         yield pg
     finally:
         try:

@@ -56,3 +56,18 @@ def test_any_other_failure_to_start_is_raised_at_once(tmp_path):
     with pytest.raises(ServerExited, match="no database configured"):
         start_listening(failing, tmp_path / "failing.log", dict(os.environ), timeout=30)
     assert len(starts) == 1
+
+
+@pytest.mark.skipif(not server_support.pg_available(), reason="needs PostgreSQL's initdb and pg_ctl")
+def test_a_private_postgres_whose_port_was_taken_starts_on_another(monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        picks = iter([busy])
+        free_port = server_support.free_port
+        monkeypatch.setattr(server_support, "free_port", lambda: next(picks, None) or free_port())
+        with server_support.private_postgres() as pg:
+            assert pg.port != busy
+            with socket.create_connection(("127.0.0.1", pg.port), timeout=5):
+                pass  # the cluster listens on the port it reports
