@@ -456,3 +456,6 @@ def test_service_docs_health_and_metrics(server):
     assert "/predictions/{user_id}" in schema["paths"]
     metrics = httpx.get(f"{base}/metrics", timeout=10)
     assert metrics.status_code == 200 and "bentoml" in metrics.text
+    # the service's own counters, created in the worker so that BentoML's multiprocess scrape sees them
+    for name in ("migrainemamba_personal_state_dropped_total", "migrainemamba_personal_state_rebuilt_total"):
+        assert name in metrics.text, name

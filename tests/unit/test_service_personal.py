@@ -494,6 +494,13 @@ def _assert_state_is_a_rebuild(model: PersonalModel, state, users: pl.DataFrame,
     assert state.inputs_fingerprint == personal_state.inputs_fingerprint(users, diary, state.through_date)
 
 
+def _counted(what: str) -> float:
+    """The service's ``migrainemamba_personal_state_<what>_total`` counter (in-process registry)."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(f"migrainemamba_personal_state_{what}_total") or 0.0
+
+
 def test_a_failing_state_update_never_fails_the_outcome_write(fitted, tmp_path, monkeypatch, caplog):
     """Fault injection: the state update fails on bad data (a singular Hessian in the refit) on a
     stored state whose numbers are wrong but plausible. The outcome writes (PUT and a submit
@@ -514,6 +521,7 @@ def test_a_failing_state_update_never_fails_the_outcome_write(fitted, tmp_path, 
             raise np.linalg.LinAlgError("injected: singular Hessian in the weekly refit")
 
         monkeypatch.setattr(model, "resume", broken)
+        dropped, rebuilt = _counted("dropped"), _counted("rebuilt")
         yesterday = diary.row(34, named=True)
         flipped = {"migraine_occurred": not yesterday["migraine_occurred"]}
         with caplog.at_level("ERROR", logger=personal_state.__name__):
@@ -524,6 +532,7 @@ def test_a_failing_state_update_never_fails_the_outcome_write(fitted, tmp_path, 
             assert submit.status_code == 200, submit.text
         failures = [r for r in caplog.records if "not updated after an outcome" in r.getMessage()]
         assert len(failures) == 2 and all(r.exc_info is not None for r in failures)
+        assert _counted("dropped") == dropped + 2  # each drop is counted for /metrics
         monkeypatch.undo()
         assert _state(client, user_id) is None
         stored = client.get(f"/logs/history/{user_id}", headers=headers).json()["logs"][0]
@@ -531,6 +540,7 @@ def test_a_failing_state_update_never_fails_the_outcome_write(fitted, tmp_path, 
         # the next forecast rebuilds the state from the diary and equals the offline pipeline
         got = client.get(f"/predictions/{user_id}", headers=headers)
         assert got.status_code == 200 and got.headers["X-Forecast"] == "new", got.text
+        assert _counted("rebuilt") == rebuilt + 1
         past = diary.head(35)
         assert abs(got.json()["probability"] - _offline(model, users, past, today)) <= EXACT
         state = _state(client, user_id)

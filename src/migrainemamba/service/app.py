@@ -38,6 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from migrainemamba.service.errors import document_common_responses, install_error_handlers
 from migrainemamba.service.forecasting import Forecaster
 from migrainemamba.service.hygiene import InputHygiene
+from migrainemamba.service.metrics import service_metrics
 from migrainemamba.service.routes import (
     account,
     clinical,
@@ -99,6 +100,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service_metrics()  # in the worker, after BentoML set up multiprocess metrics: shown at 0
         runtime.start()
         yield
         runtime.close()

@@ -56,6 +56,7 @@ from migrainemamba.models.personal import LastDay, PersonalModel, UserState
 from migrainemamba.release.routing import Route
 from migrainemamba.service import crud
 from migrainemamba.service.forecasting import Forecaster, fingerprint
+from migrainemamba.service.metrics import service_metrics
 from migrainemamba.service.models_personal import PersonalState
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,7 @@ def absorb_outcome(session: Session, user_id: str, forecaster: Forecaster, users
     a forecast from a state that missed this outcome or caused the failure) and the failure is
     logged with its traceback; the outcome's write goes on. Any other error propagates and the
     request fails with the outcome unwritten (a database outage: 503). Returns whether the state
-    was updated. (The service has no metric of its own for this: the log line ``personal state
-    of ... not updated`` is the signal.)
+    was updated. A drop counts in ``migrainemamba_personal_state_dropped_total`` (``/metrics``).
     """
     try:
         with session.begin_nested():
@@ -187,6 +187,7 @@ def absorb_outcome(session: Session, user_id: str, forecaster: Forecaster, users
     except STATE_UPDATE_FAILURES:
         log.exception("personal state of %s not updated after an outcome; dropped, the next forecast rebuilds it", user_id)
         drop_state(session, user_id)
+        service_metrics().personal_state_dropped.inc()
         return False
 
 
@@ -267,6 +268,7 @@ def resumed_state(
     ahead = row is not None and row.through_date > day  # today's outcome is in: keep that state
     if stored is None and not ahead and (note is None or note.persist):  # missing or stale: rebuilt; keep it
         save_state(session, user_id, route, first, state, batch.users, batch.daily_logs)
+        service_metrics().personal_state_rebuilt.inc()
         if note is not None:
             note.rebuilt = True
     return grid, state
