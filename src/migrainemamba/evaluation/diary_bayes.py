@@ -25,7 +25,10 @@ onboarding (their attack duration aside, which the diary shows from the first at
 With ``diary_exposures`` the known-timing triggers are read as the diary's features show them
 (``features.triggers.TRIGGER_INDICATORS``: a trigger on an unlogged day or an unlogged field is
 absent) instead of the true exposures (the true cycle, usual sleep and caffeine habit): what a
-forecaster that reads only the diary could know of them.
+forecaster that reads only the diary could know of them. With ``usual_propensity`` the
+same-day exposures' probabilities on the morning of each day (the oracle's, from the latent
+exposure processes' exact state) are replaced by the person's average over their diary: the
+reference no longer knows whether today is a likely caffeine, fasting, light or water day.
 
 ``dynamics_known=False`` also leaves out the person's dynamics: whether they are
 prodrome-prone and whether their attacks cluster are drawn with their cohort shares and
@@ -151,7 +154,12 @@ def _normalised(log_w: np.ndarray, n_people: int, n_draws: int) -> np.ndarray:
 
 
 def _filter(
-    sim: SimulationInternals, ref: ReferenceInputs, logged: np.ndarray, n_draws: int, diary_symptoms_only: bool = False
+    sim: SimulationInternals,
+    ref: ReferenceInputs,
+    logged: np.ndarray,
+    n_draws: int,
+    diary_symptoms_only: bool = False,
+    usual_propensity: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reference forecasts (P, T), effective sample sizes (P, T) and the same forecasts with the
     prior's weights (no learning from the diary: what the reference knows on day 1) for the P
@@ -175,10 +183,13 @@ def _filter(
     last_attack = np.full(n, -10_000)
     attack, onset, eligible = hist.attack[person], hist.onset[person], hist.eligible[person]
     same_bits = inp.same_day_bits[person]
+    if usual_propensity:  # per simulated person: their same-day exposure rates over the diary period
+        usual = np.zeros((inp.same_day_prob.shape[0], inp.same_day_prob.shape[2]))
+        usual[np.unique(person)] = inp.same_day_prob[np.unique(person), BURN_IN_DAYS:, :].mean(axis=1)
     for t in range(n_days):
         burst = ref.burst_log_or * np.exp(-(t - last_attack - 1) / inp.burst_decay_days)
         known = ref.alpha + ref.known_lp[:, t] + burst
-        prob = inp.same_day_prob[person, t, :]
+        prob = usual[person] if usual_propensity else inp.same_day_prob[person, t, :]
         weights = np.prod(np.where(combos[None] == 1, prob[:, None, :], 1 - prob[:, None, :]), axis=2)
         risk = expit(known[:, None, None, None] + state_lp[None, :, :, None] + combo_lp[:, None, None, :])
         p_draw = np.einsum("uab,uc,uabc->u", belief, weights, risk)
@@ -247,6 +258,7 @@ def diary_bayes_reference(
     diary_symptoms_only: bool = False,
     self_report: dict[str, float] | None = None,
     diary_exposures: pl.DataFrame | None = None,
+    usual_propensity: bool = False,
 ) -> pl.DataFrame:
     """``user_id, date, p_reference, p_reference_unlearned, ess`` for every diary-period day of ``user_ids``.
 
@@ -270,7 +282,7 @@ def diary_bayes_reference(
         told = None if self_report is None else np.array([self_report[u] for u in ids])
         seen = None if diary_exposures is None else _diary_grid(sim, cfg, people, ids, diary_exposures)
         ref = _draws(cfg, sim, people, n_draws, seed + lo, dynamics_known, told, seen)
-        forecast, ess, unlearned = _filter(sim, ref, np.repeat(mask, n_draws, axis=0), n_draws, diary_symptoms_only)
+        forecast, ess, unlearned = _filter(sim, ref, np.repeat(mask, n_draws, axis=0), n_draws, diary_symptoms_only, usual_propensity)
         for j, uid in enumerate(ids):
             first = start + timedelta(days=int(sim.people.enrol_offset[people[j]]))
             days = np.arange(BURN_IN_DAYS, n_days)
@@ -299,6 +311,7 @@ def prepared_cohort_reference(
     diary_symptoms_only: bool = False,
     self_report: dict[str, float] | None = None,
     features: pl.DataFrame | None = None,
+    usual_propensity: bool = False,
 ) -> pl.DataFrame:
     """:func:`diary_bayes_reference` for ``chosen`` people of a prepared simulated cohort: reruns
     the simulator from its config (``data_cfg``) and checks that the rerun is that cohort."""
@@ -314,4 +327,5 @@ def prepared_cohort_reference(
     return diary_bayes_reference(
         sim_cfg, sim, chosen, logged, n_draws, seed=seed, dynamics_known=dynamics_known,
         diary_symptoms_only=diary_symptoms_only, self_report=self_report, diary_exposures=diary,
+        usual_propensity=usual_propensity,
     )

@@ -18,7 +18,9 @@ prior's weights, ``_prior``). Runs (``RUNS``):
   the person told. Knowing the generative story and nothing about the person beyond what the
   models see, it is the best any model trained on these diaries could do;
 - ``nothing_known_diary_exposures``: and the known-timing triggers read from the diary's
-  features, not the true exposures (the true cycle, usual sleep, caffeine habit, unlogged days).
+  features, not the true exposures (the true cycle, usual sleep, caffeine habit, unlogged days);
+- ``nothing_known_diary_exposures_usual_propensity``: and the same-day exposures' chances each
+  morning are the person's usual ones, not the oracle's (from the latent exposure processes).
 
 Scored per phase on held-out people's test days beside the evaluate stage's models, paired
 intervals over people::
@@ -54,13 +56,15 @@ log = logging.getLogger(__name__)
 PHASES = ("1-14", "15-30", "31+")
 MODELS = ("base_rate", "foundation", "temporal")
 METRICS = ("within_person_risk_corr", "brier_skill")
-# reference runs: name -> (dynamics known, symptoms of logged days only, frequency known, true exposures)
+# reference runs: name -> (dynamics known, symptoms of logged days only, frequency known, true exposures,
+# each morning's same-day exposure chances known)
 RUNS = {
-    "sensitivities_unknown": (True, False, True, True),  # the personalize stage's reference
-    "person_unknown_true_past": (False, False, True, True),
-    "person_unknown": (False, True, True, True),
-    "nothing_known": (False, True, False, True),
-    "nothing_known_diary_exposures": (False, True, False, False),
+    "sensitivities_unknown": (True, False, True, True, True),  # the personalize stage's reference
+    "person_unknown_true_past": (False, False, True, True, True),
+    "person_unknown": (False, True, True, True, True),
+    "nothing_known": (False, True, False, True, True),
+    "nothing_known_diary_exposures": (False, True, False, False, True),
+    "nothing_known_diary_exposures_usual_propensity": (False, True, False, False, False),
 }
 # forecast column -> suffix of the scored model's name
 FORECASTS = {"p_reference": "learned", "p_reference_unlearned": "prior"}
@@ -87,19 +91,22 @@ def reference_rows(
     data_cfg = to_dict(cfg.data)
     refs = {}
     for name in runs:
-        dynamics_known, diary_only, frequency_known, true_exposures = RUNS[name]
+        dynamics_known, diary_only, frequency_known, true_exposures, propensity_known = RUNS[name]
         path = cache / f"reference_{name}_{len(chosen)}x{n_draws}.parquet"
         if not path.exists():
             ref = prepared_cohort_reference(
                 data_cfg, cohort.truth_days, chosen, n_draws, seed, dynamics_known, diary_only,
-                None if frequency_known else told, None if true_exposures else features,
+                None if frequency_known else told, None if true_exposures else features, not propensity_known,
             )
             ref.write_parquet(path)
         refs[name] = pl.read_parquet(path)
     return refs
 
 
-PLOTTED = ("foundation", "temporal", "nothing_known_prior", "nothing_known_learned", "person_unknown_learned", "sensitivities_unknown_learned")
+PLOTTED = (
+    "foundation", "temporal", "nothing_known_prior", "nothing_known_learned", "nothing_known_diary_exposures_learned",
+    "person_unknown_learned", "sensitivities_unknown_learned",
+)
 
 
 def plot_decomposition(scores: dict[str, Any], out_dir: Path, tag: str) -> list[Path]:
