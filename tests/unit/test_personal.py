@@ -314,6 +314,26 @@ def test_diary_bayes_reference_reads_the_triggers_as_the_diary_shows_them():
         diary_bayes_reference(cfg, sim, ids, logged, n_draws=8, diary_exposures=truth.drop("perimenstrual"))
 
 
+def test_diary_bayes_reference_with_usual_propensity_ignores_each_mornings_exposure_chances():
+    """``usual_propensity``: shuffling the days of the oracle's same-day exposure chances (their
+    mean kept) leaves the forecasts unchanged; without it they change."""
+    from migrainemamba.data.simulator.cohort import BURN_IN_DAYS, simulate_internals
+    from migrainemamba.evaluation.diary_bayes import diary_bayes_reference
+
+    cfg = simulator_config(n_users=6, n_days=50, seed=4)
+    sim, cohort = simulate_internals(cfg), simulate_cohort(cfg)
+    ids, logged = ["u00001", "u00003"], cohort.truth_days.select("user_id", "date", "logged")
+
+    def run(usual: bool) -> np.ndarray:
+        return diary_bayes_reference(cfg, sim, ids, logged, n_draws=16, usual_propensity=usual)["p_reference"].to_numpy()
+
+    before, before_usual = run(False), run(True)
+    days = np.arange(BURN_IN_DAYS, sim.inputs.same_day_prob.shape[1])
+    sim.inputs.same_day_prob[:, days] = sim.inputs.same_day_prob[:, np.random.default_rng(0).permutation(days)]
+    np.testing.assert_allclose(run(True), before_usual, atol=1e-12)
+    assert np.nanmax(np.abs(run(False) - before)) > 1e-3
+
+
 def test_fit_estimates_the_prior_around_the_offsets_it_is_given(tiny):
     """``fit(offset=...)`` (the stage passes out-of-fold log-odds): the model's own offsets give
     the default fit; offsets that explain less of each person's level leave a wider level spread."""
