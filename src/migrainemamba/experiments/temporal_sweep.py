@@ -41,6 +41,7 @@ from migrainemamba.models.temporal_training import (
     load_pretrained,
     load_stage_data,
     running_base_rate,
+    training_data,
     training_offset,
 )
 from migrainemamba.runtime import configure_entry_point
@@ -68,9 +69,10 @@ def run(tag: str, overrides: list[str], drop_inputs: list[str], n_boot: int = 20
     if tc.offset == "foundation":  # what the correction learns against (temporal.offset_fit)
         data.offset_model, data.offset = training_offset(cfg, data)
     init = encoder_init(pre_cfg, model_cfg, encoder_state) if model_cfg.encoder == "mamba" else None
+    fit_on = training_data(cfg, data)  # temporal.train_cohort: the cohort's own people or a fresh cohort
     started = time.perf_counter()
     model = fit_sequence_model(
-        "temporal", model_cfg, train_cfg, data, data.rows("train", scorable=True), init, cfg, None, tag,
+        "temporal", model_cfg, train_cfg, fit_on, fit_on.rows("train", scorable=True), init, cfg, None, tag,
         recalibrate=bool(tc.get("recalibrate", False)),  # (alpha, beta) fitted on these validation days
     )
     fit_seconds = round(time.perf_counter() - started, 1)
