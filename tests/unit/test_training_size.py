@@ -19,7 +19,8 @@ def test_shares_fit_on_that_many_training_people_and_a_fresh_cohort_on_all_of_it
     features = build_features(cohort.users, cohort.daily_logs)
     train, valid = split_batches(features, cohort, to_dict(cfg.split))
     n_train = train.targets["user_id"].n_unique()
-    fits = share_fits(cfg, cohort, features, [0.25, 0.5])
+    fits, training_people = share_fits(cfg, cohort, features, [0.25, 0.5])
+    assert training_people == n_train
     assert [people for people, _ in fits.values()] == [round(0.25 * n_train), round(0.5 * n_train)]
     people, model = fresh_fit(cfg, 150)
     assert 0.9 * 150 <= people <= 150  # none held out: everyone with a scorable early day trains it

@@ -216,10 +216,15 @@ def _filter(
     return forecast, ess, unlearned
 
 
+def _known_timing(cfg: SimulatorConfig) -> list[str]:
+    """The triggers fixed before the morning's forecast: the ones a diary can show."""
+    return [t.name for t in cfg.triggers if t.timing == "known"]
+
+
 def diary_trigger_exposures(features: pl.DataFrame, cfg: SimulatorConfig) -> pl.DataFrame:
     """``user_id, date`` and each known-timing trigger of ``cfg`` as the diary's features show it
     on the morning of the day (absent where a field is not logged)."""
-    known = [t.name for t in cfg.triggers if t.timing == "known"]
+    known = _known_timing(cfg)
     unread = [name for name in known if name not in TRIGGER_INDICATORS]
     if unread:
         raise KeyError(f"diary exposures: no diary indicator for triggers {unread}")
@@ -231,7 +236,7 @@ def _diary_grid(
 ) -> dict[str, np.ndarray]:
     """The known-timing triggers of ``people`` on the simulation's day grid: the diary's reading on
     diary days, the true exposure before the diary starts (burn-in, never forecast or weighed)."""
-    known = [t.name for t in cfg.triggers if t.timing == "known"]
+    known = _known_timing(cfg)
     absent = [name for name in known if name not in diary.columns]
     if absent:
         raise ValueError(f"diary exposures: no column for the known-timing triggers {absent}")

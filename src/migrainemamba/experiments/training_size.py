@@ -47,9 +47,11 @@ def _fit(cfg: Any, train: ForecastBatch, valid: ForecastBatch) -> FoundationMode
     return model
 
 
-def share_fits(cfg: Any, cohort: PreparedCohort, features: pl.DataFrame, shares: list[float]) -> dict[str, tuple[int, FoundationModel]]:
+def share_fits(
+    cfg: Any, cohort: PreparedCohort, features: pl.DataFrame, shares: list[float]
+) -> tuple[dict[str, tuple[int, FoundationModel]], int]:
     """Foundations on nested random shares of the training people (early stopping on all of the
-    validation days, as the stage's)."""
+    validation days, as the stage's), and how many training people there are."""
     train, valid = split_batches(features, cohort, to_dict(cfg.split))
     people = train.targets["user_id"].unique().sort().to_numpy()
     order = np.random.default_rng(0).permutation(people)
@@ -59,7 +61,7 @@ def share_fits(cfg: Any, cohort: PreparedCohort, features: pl.DataFrame, shares:
         mask = np.isin(train.targets["user_id"].to_numpy(), chosen)
         fits[f"foundation_{len(chosen)}"] = (len(chosen), _fit(cfg, train.subset(mask), valid))
         log.info("share %.3f: %d people fitted", share, len(chosen))
-    return fits
+    return fits, len(people)
 
 
 def fresh_fit(cfg: Any, n_users: int) -> tuple[int, FoundationModel]:
@@ -137,8 +139,7 @@ def main(argv: list[str]) -> None:
     if cohort.truth_days is None:
         raise SystemExit("training_size needs simulated data (truth tables)")
     features = pl.read_parquet(resolve_path(cfg.paths.features) / "features.parquet")
-    fits = share_fits(cfg, cohort, features, shares)
-    served_people = split_batches(features, cohort, to_dict(cfg.split))[0].targets["user_id"].n_unique()
+    fits, served_people = share_fits(cfg, cohort, features, shares)
     if fresh_users > 0:
         people, model = fresh_fit(cfg, fresh_users)
         fits[f"foundation_fresh_{people}"] = (people, model)
