@@ -83,8 +83,8 @@ EXTRA_TERMS: dict[str, pl.Expr] = {
 WEIGHTED_EFFECTS: dict[str, dict[str, float]] = {
     # the last week's attacks (days since the last one capped at 60 in the features)
     "recent_attacks": {"days_since_last_attack": 60.0, "attack_days_last_7_days": 0.0},
-    # yesterday's and the day before's premonitory symptoms
-    "prodrome": {f: 0.0 for f in FEATURE_COLUMNS if FEATURE_GROUPS[f] == "prodrome"},
+    # yesterday's and the day before's premonitory symptoms (not the person's warning-sign record)
+    "prodrome": {f: 0.0 for f in FEATURE_COLUMNS if FEATURE_GROUPS[f] == "prodrome" and not f.startswith("prodrome_record_")},
 }
 EFFECT_GROUP = {"recent_attacks": "attacks", "prodrome": "prodrome"}
 WEIGHT_SUFFIX = "_weight"
