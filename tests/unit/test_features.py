@@ -29,6 +29,7 @@ from migrainemamba.features import (
     phase_of,
 )
 from migrainemamba.features.daily import (
+    BASELINE_BLOCK_LOGGED_DAYS,
     WARNING_RATE_PSEUDO_DAYS,
     WARNING_RECORD_PSEUDO_DAYS,
     WARNING_RECORD_PSEUDO_ONSETS,
@@ -493,39 +494,36 @@ def test_pressure_change_prodrome_and_intake():
 
 
 def test_warning_sign_record_counts_only_days_before_d():
-    # warnings (2 prodrome symptoms) on days 0, 5 and 10; onsets on days 1 and 6 follow the
-    # first two; day 11 (after the third) has no attack; symptoms never otherwise
-    warned = {0, 5, 10}
-    onsets = {1, 6}
+    # warnings (2 prodrome symptoms) on days 0, 5, 10 and 20; the onsets on days 1, 6 and 21
+    # follow three of them; day 11 (after the one on day 10) has no attack
+    warned = {0, 5, 10, 20}
+    onsets = {1, 6, 21}
     days = {
-        i: {
-            "symptoms": ["fatigue", "yawning"] if i in warned else [],
-            "migraine_occurred": i in onsets,
-        }
-        for i in range(16)
+        i: {"symptoms": ["fatigue", "yawning"] if i in warned else [], "migraine_occurred": i in onsets}
+        for i in range(30)
     }
     f = build_features(_hand_users(), _hand_user(days))
     by_day = {(x["date"] - START).days: x for x in f.to_dicts()}
     one, pseudo_days = WARNING_RECORD_PSEUDO_ONSETS, WARNING_RECORD_PSEUDO_DAYS
-    # day 1's own onset is not in its record; day 2 has it (a warning on day 0 -> onset on day 1)
-    assert by_day[1]["prodrome_record_hits_2plus"] == 0
-    assert by_day[2]["prodrome_record_hits_2plus"] == 1
-    assert by_day[7]["prodrome_record_hits_2plus"] == 2
-    # day 15's record: its scorable days before it, and those with a warning on D-1 or D-2
-    r = by_day[15]
-    scorable_before = sum(1 for d in range(15) if by_day[d]["scorable"])
-    warned_scorable = sum(1 for d in range(15) if by_day[d]["scorable"] and ({d - 1, d - 2} & warned))
-    assert r["prodrome_record_hits_2plus"] == 2
-    assert r["prodrome_record_sensitivity_2plus"] == pytest.approx((2 + one) / (2 + 2 * one))
-    lift = np.log((2 + one) / (warned_scorable + pseudo_days)) - np.log((2 + one) / (scorable_before + pseudo_days))
+    # the first block of logged days holds the empty record: neutral lift, no warned onsets
+    for d in range(BASELINE_BLOCK_LOGGED_DAYS):
+        assert by_day[d]["prodrome_record_hits_2plus"] == 0, d
+        assert by_day[d]["prodrome_record_lift_2plus"] == pytest.approx(0.0), d
+    # then it is updated daily from the days before D: day 21's own onset counts from day 22 on
+    assert by_day[BASELINE_BLOCK_LOGGED_DAYS]["prodrome_record_hits_2plus"] == 2
+    assert by_day[21]["prodrome_record_hits_2plus"] == 2
+    assert by_day[22]["prodrome_record_hits_2plus"] == 3
+    r = by_day[29]
+    scorable_before = sum(1 for d in range(29) if by_day[d]["scorable"])
+    warned_scorable = sum(1 for d in range(29) if by_day[d]["scorable"] and ({d - 1, d - 2} & warned))
+    assert r["prodrome_record_sensitivity_2plus"] == pytest.approx((3 + one) / (3 + 2 * one))
+    lift = np.log((3 + one) / (warned_scorable + pseudo_days)) - np.log((3 + one) / (scorable_before + pseudo_days))
     assert r["prodrome_record_lift_2plus"] == pytest.approx(lift)
     assert r["prodrome_record_lift_2plus"] > 0  # this person's warnings are followed by attacks
     assert r["prodrome_record_warning_rate_2plus"] == pytest.approx(
         (warned_scorable + one) / (scorable_before + WARNING_RATE_PSEUDO_DAYS)
     )
-    # one symptom is a warning at 1+ only; with no record at all the lift is neutral (0)
-    assert r["prodrome_record_hits_1plus"] == 2
-    assert by_day[0]["prodrome_record_lift_1plus"] == pytest.approx(0.0)
+    assert r["prodrome_record_hits_1plus"] == 3  # a 2-symptom warning is a 1+ warning too
 
 
 def test_warning_signs_that_never_precede_attacks_lower_the_lift():

@@ -78,15 +78,19 @@ PERIMENSTRUAL_AFTER = 3  # days after it
 # The person's warning-sign record: how their own past onsets followed their premonitory
 # symptoms. Premonitory symptoms warn of attacks in some people and not in others (29% of a
 # population, 66-87% of clinic patients report them: docs/clinical_sources.md), so how much a
-# symptom today says depends on the person's record. A "warning" for day D: at least
-# WARNING_COUNTS[i] prodrome symptoms logged on D-1 or D-2. The rates are shrunk by pseudo-counts
-# (a person with no record gets the neutral value). Measured on validation days of the default
-# cohort (prototype of docs/experiments/prodrome_record.md): Brier skill +0.0011 [+0.0002, +0.0022],
-# within-person risk correlation +0.0051 [+0.0037, +0.0067] over the foundation without them.
+# symptom says depends on the person's record. A "warning" for day D: at least WARNING_COUNTS[i]
+# prodrome symptoms logged on D-1 or D-2. The rates are shrunk by pseudo-counts (no record: the
+# neutral value). Through the person's first BASELINE_BLOCK_LOGGED_DAYS logged days the record is
+# held at its empty value, then updated daily: updated daily from day 1, a record with nothing in
+# it still moved from day to day and cost within-person risk correlation in days 1-14.
+# docs/experiments/prodrome_record.md has the measurements.
 WARNING_COUNTS: tuple[int, ...] = (1, 2)
 WARNING_RECORD_PSEUDO_ONSETS = 1.0  # pseudo-onsets after a warning / among onsets
 WARNING_RECORD_PSEUDO_DAYS = 8.0  # pseudo-days in the onset rates (1 in 8 ~ the cohort's rate)
 WARNING_RATE_PSEUDO_DAYS = 4.0  # pseudo-days in the share of days after a warning (1 in 4)
+WARNING_RECORD_COLUMNS: tuple[str, ...] = tuple(
+    f"prodrome_record_{name}_{k}plus" for k in WARNING_COUNTS for name in ("lift", "sensitivity", "warning_rate", "hits")
+)
 
 # The in-memory engine ran this plan ~1.7x faster than the streaming default
 # (polars 2.1, 10k users x 365 days).
@@ -423,7 +427,8 @@ def label_columns() -> list[pl.Expr]:
 
 
 def _warning_record(onsets_before: pl.Expr, scorable_before: pl.Expr) -> dict[str, pl.Expr]:
-    """The person's warning-sign record from their days before D (``WARNING_COUNTS``)."""
+    """The person's warning-sign record from their days before D (``WARNING_COUNTS``), as it
+    stands each day (the features hold it at its empty value through the first block)."""
     out: dict[str, pl.Expr] = {}
     one, days, rate_days = WARNING_RECORD_PSEUDO_ONSETS, WARNING_RECORD_PSEUDO_DAYS, WARNING_RATE_PSEUDO_DAYS
     for k in WARNING_COUNTS:
@@ -519,6 +524,12 @@ def _feature_frame(grid: pl.LazyFrame, users: pl.LazyFrame) -> pl.LazyFrame:
             (_lag(pl.col("_c_onset"), 1).fill_null(0.0) + BASELINE_PRIOR_DAYS * _SELF_REPORT_RATE)
             / (_lag(pl.col("_c_scorable"), 1).fill_null(0.0) + BASELINE_PRIOR_DAYS)
         ).alias("_baseline_running"),
+        *(
+            expr.alias(f"_running_{name}")
+            for name, expr in _warning_record(
+                _lag(pl.col("_c_onset"), 1).fill_null(0.0), _lag(pl.col("_c_scorable"), 1).fill_null(0.0)
+            ).items()
+        ),
     )
 
     usual = pl.col("usual_sleep_hours")
@@ -588,7 +599,13 @@ def _feature_frame(grid: pl.LazyFrame, users: pl.LazyFrame) -> pl.LazyFrame:
         },
         "prodrome_count_yesterday": _lag(pl.col("_prodrome_count"), 1),
         "prodrome_count_2_days_ago": _lag(pl.col("_prodrome_count"), 2),
-        **_warning_record(onsets_before, scorable_before),
+        # held at its empty value through the first block of logged days, then updated daily
+        **{
+            name: pl.when(pl.col("_logged_before") >= BASELINE_BLOCK_LOGGED_DAYS)
+            .then(pl.col(f"_running_{name}"))
+            .otherwise(pl.col(f"_running_{name}").first().over("user_id"))
+            for name in WARNING_RECORD_COLUMNS
+        },
         "logged_yesterday": _lag(pl.col("logged"), 1).fill_null(False),
         "days_since_previous_log": (date - _lag(pl.col("_last_log"), 1)).dt.total_days(),
         "share_logged_14_days": pl.when(_T > 0).then(
