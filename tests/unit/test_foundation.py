@@ -25,6 +25,7 @@ from migrainemamba.models.foundation import (
     FoundationConfig,
     FoundationModel,
     FoundationPyfunc,
+    feature_matrix,
     pyfunc_kwargs,
 )
 from migrainemamba.models.prior import PriorLogistic, fit_calibration, prior_offset, sigmoid
@@ -186,6 +187,31 @@ def test_save_load_round_trip_gives_identical_predictions(fitted, batches, tmp_p
     np.testing.assert_array_equal(
         loaded.contributions(batch)["baseline"], fitted.contributions(batch)["baseline"]
     )
+
+
+def test_a_bag_of_fits_forecasts_the_mean_log_odds_and_explains_it_exactly(fitted, batches, tmp_path):
+    bag = FoundationModel(foundation_config(num_threads=1, n_fits=3))
+    bag.fit(batches["train"], batches["valid"])
+    assert len(bag.boosters) == 3 and len(bag.summary.best_iterations) == 3
+    assert [int(b.params["seed"]) for b in bag.boosters] == [bag.config.seed + i for i in range(3)]
+    features = batches["test"].features()
+    x = feature_matrix(features, ())
+    raw = [b.predict(x, raw_score=True) for b in bag.boosters]
+    assert not np.allclose(raw[0], raw[1])  # another seed, another fit
+    # its first fit is the single fit's model (same seed, same data)
+    np.testing.assert_array_equal(raw[0], fitted.booster.predict(x, raw_score=True))
+    np.testing.assert_allclose(bag.logit(features), bag.offset(features) + np.mean(raw, axis=0), rtol=0, atol=1e-12)
+    frame = bag.contributions(batches["test"])
+    total = frame.select(pl.sum_horizontal(["baseline", *GROUP_NAMES])).to_series().to_numpy()
+    np.testing.assert_allclose(total, bag.logit(features), rtol=0, atol=EXACT)
+    bag.save(tmp_path / "bag")
+    loaded = FoundationModel.load(tmp_path / "bag")
+    np.testing.assert_array_equal(loaded.logit(features), bag.logit(features))
+    (tmp_path / "bag" / "booster_2.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="booster_2.txt"):
+        FoundationModel.load(tmp_path / "bag")
+    with pytest.raises(ValueError, match="n_fits"):
+        foundation_config(n_fits=0)
 
 
 def test_load_names_a_missing_model(tmp_path):

@@ -57,13 +57,18 @@ from migrainemamba.tracking import pinned_requirements
 
 log = logging.getLogger(__name__)
 
-BOOSTER_FILE = "booster.txt"
+BOOSTER_FILE = "booster.txt"  # the first fit; a bag's further fits are booster_<i>.txt
 META_FILE = "foundation.json"
 GROUPS: tuple[str, ...] = tuple(GROUP_NAMES)
 # the offset and the contributions are log-odds: only the logit link keeps them additive
 OBJECTIVE = "binary"
 # keys of the `foundation` config section that the stage reads, not the model
 STAGE_KEYS = ("model_dir", "registered_model_name", "out_of_fold")
+
+
+def booster_file(fit: int) -> str:
+    """The file of the bag's fit ``fit`` in a saved model folder."""
+    return BOOSTER_FILE if fit == 0 else f"booster_{fit}.txt"
 
 
 @dataclass
@@ -89,6 +94,11 @@ class FoundationConfig:
     early_stopping_rounds: int = 50
     num_threads: int = 2
     seed: int = 0
+    # A bag of fits: n_fits LightGBM fits with seeds seed, seed + 1, ...; the forecast is the mean
+    # of their log-odds (and each explanation the mean of their contributions, still summing to
+    # the logit). LightGBM bags rows and features, so one fit is one draw
+    # (docs/experiments/prodrome_record.md).
+    n_fits: int = 1
     # Features the trees may not use (given to LightGBM as missing, so no split can
     # use them; shapes and explanations stay the same). Default: the daily running
     # rate, whose post-attack jumps cost within-person ranking (see features.daily).
@@ -105,6 +115,8 @@ class FoundationConfig:
                 f"foundation.objective: {self.objective!r} is not supported; the prior offset and "
                 f"the explanations are log-odds, so it must be {OBJECTIVE!r}"
             )
+        if int(self.n_fits) < 1:
+            raise ValueError(f"foundation.n_fits must be >= 1, got {self.n_fits}")
         if int(self.num_threads) < 1:
             raise ValueError(
                 f"foundation.num_threads must be >= 1 (set it explicitly), got {self.num_threads}"
@@ -134,8 +146,9 @@ class FoundationConfig:
             )
         return cls(**data)
 
-    def lgb_params(self) -> dict[str, Any]:
-        """The LightGBM parameter dict (threads set explicitly: the default grabs every core)."""
+    def lgb_params(self, fit: int = 0) -> dict[str, Any]:
+        """The LightGBM parameter dict of the bag's fit ``fit`` (threads set explicitly: the
+        default grabs every core)."""
         return {
             "objective": self.objective,
             "metric": ["binary_logloss", "auc"],  # early stopping on the first: calibration matters
@@ -147,7 +160,7 @@ class FoundationConfig:
             "bagging_freq": self.bagging_freq,
             "lambda_l2": self.lambda_l2,
             "num_threads": int(self.num_threads),
-            "seed": self.seed,
+            "seed": self.seed + fit,
             "deterministic": True,
             "force_col_wise": True,
             "verbosity": -1,
@@ -192,7 +205,8 @@ class Decomposition:
 
 @dataclass
 class FitSummary:
-    best_iteration: int = 0
+    best_iteration: int = 0  # the first fit's; every fit's in best_iterations
+    best_iterations: list[int] = field(default_factory=list)
     fit_seconds: float = 0.0
     n_train: int = 0
     n_valid: int = 0
@@ -208,8 +222,13 @@ class FoundationModel:
         self.config = config
         self.intercept = 0.0  # calibration of the prior offset: a + b * offset
         self.slope = 1.0
-        self.booster: lgb.Booster | None = None
+        self.boosters: list[lgb.Booster] = []  # one per fit of the bag (config.n_fits)
         self.summary = FitSummary()
+
+    @property
+    def booster(self) -> lgb.Booster | None:
+        """The first fit (the whole model when ``n_fits`` is 1)."""
+        return self.boosters[0] if self.boosters else None
 
     # ------------------------------------------------------------ fitting
 
@@ -253,23 +272,29 @@ class FoundationModel:
                 "foundation: no validation batch, keeping all %d trees (no early stopping)",
                 cfg.num_boost_round,
             )
-        booster = lgb.train(
-            cfg.lgb_params(),
-            dtrain,
-            num_boost_round=cfg.num_boost_round,
-            valid_sets=valid_sets,
-            valid_names=["valid"] * len(valid_sets),
-            callbacks=callbacks,
-        )
-        best = (
-            booster.best_iteration
-            if valid is not None and booster.best_iteration > 0
-            else booster.current_iteration()
-        )
-        # keep exactly the best trees, so predict, pred_contrib and save all agree
-        self.booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-        scores = {k: float(v) for k, v in booster.best_score.get("valid", {}).items()}
-        self.summary = FitSummary(best, time.perf_counter() - start, len(y), n_valid, scores)
+        boosters, bests = [], []
+        for fit in range(int(cfg.n_fits)):
+            booster = lgb.train(
+                cfg.lgb_params(fit),
+                dtrain,
+                num_boost_round=cfg.num_boost_round,
+                valid_sets=valid_sets,
+                valid_names=["valid"] * len(valid_sets),
+                callbacks=callbacks,
+            )
+            best = (
+                booster.best_iteration
+                if valid is not None and booster.best_iteration > 0
+                else booster.current_iteration()
+            )
+            # keep exactly the best trees, so predict, pred_contrib and save all agree
+            boosters.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))
+            bests.append(int(best))
+            if fit == 0:
+                scores = {k: float(v) for k, v in booster.best_score.get("valid", {}).items()}
+        self.boosters = boosters
+        best = bests[0]
+        self.summary = FitSummary(best, bests, time.perf_counter() - start, len(y), n_valid, scores)
         log.info(
             "foundation fitted: %d trees on %d rows in %.1f s (prior %r: a=%.3f b=%.3f), valid %s",
             best,
@@ -289,19 +314,21 @@ class FoundationModel:
 
     # ---------------------------------------------------------- forecasts
 
-    def _booster(self) -> lgb.Booster:
-        if self.booster is None:
+    def _boosters(self) -> list[lgb.Booster]:
+        if not self.boosters:
             raise RuntimeError(
                 "foundation: the model is not fitted; call fit() or FoundationModel.load()"
             )
-        return self.booster
+        return self.boosters
+
+    def _trees(self, features: pl.DataFrame, **kind: bool) -> np.ndarray:
+        """The trees' raw score (or, ``pred_contrib=True``, contributions): the bag's mean."""
+        x = feature_matrix(features, self.config.exclude_features)
+        return np.mean([b.predict(x, num_threads=self.config.num_threads, **kind) for b in self._boosters()], axis=0)
 
     def logit(self, features: pl.DataFrame) -> np.ndarray:
         """Forecast log-odds per feature row: calibrated prior + trees."""
-        raw = self._booster().predict(
-            feature_matrix(features, self.config.exclude_features), raw_score=True, num_threads=self.config.num_threads
-        )
-        return self.offset(features) + raw
+        return self.offset(features) + self._trees(features, raw_score=True)
 
     def predict_features(self, features: pl.DataFrame) -> np.ndarray:
         """P(onset) per feature row (any frame holding FEATURE_COLUMNS)."""
@@ -314,9 +341,7 @@ class FoundationModel:
 
     def decompose(self, features: pl.DataFrame) -> Decomposition:
         """Split each row's logit into a baseline and per-group prior and learned parts."""
-        contrib = self._booster().predict(
-            feature_matrix(features, self.config.exclude_features), pred_contrib=True, num_threads=self.config.num_threads
-        )  # (N, F + 1): per-feature, then the trees' expected value
+        contrib = self._trees(features, pred_contrib=True)  # (N, F + 1): per-feature, then the trees' expected value
         odds = self.config.odds_ratios
         learned = contrib[:, :-1] @ _membership(list(FEATURE_COLUMNS), FEATURE_GROUPS)
         prior = self.slope * prior_terms(features, odds) @ _membership(list(odds), TRIGGER_GROUP)
@@ -363,7 +388,7 @@ class FoundationModel:
 
     def feature_importance(self, importance_type: str = "gain") -> pl.DataFrame:
         """Per feature: ``feature``, ``description``, ``group``, ``importance``, sorted descending."""
-        values = self._booster().feature_importance(importance_type=importance_type)
+        values = np.sum([b.feature_importance(importance_type=importance_type) for b in self._boosters()], axis=0)
         return pl.DataFrame(
             {
                 "feature": list(FEATURE_COLUMNS),
@@ -376,10 +401,12 @@ class FoundationModel:
     # ---------------------------------------------------------- persistence
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``booster.txt`` (LightGBM text) and ``foundation.json`` (config, calibration, features)."""
+        """Write ``booster.txt`` (LightGBM text; a bag's further fits ``booster_<i>.txt``) and
+        ``foundation.json`` (config, calibration, features)."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        self._booster().save_model(str(out / BOOSTER_FILE))
+        for i, booster in enumerate(self._boosters()):
+            booster.save_model(str(out / booster_file(i)))
         meta = {
             "config": asdict(self.config),
             "calibration": {"intercept": self.intercept, "slope": self.slope},
@@ -408,7 +435,11 @@ class FoundationModel:
         model.intercept = float(meta["calibration"]["intercept"])
         model.slope = float(meta["calibration"]["slope"])
         model.summary = FitSummary(**meta["summary"])
-        model.booster = lgb.Booster(model_file=str(src / BOOSTER_FILE))
+        files = [src / booster_file(i) for i in range(int(model.config.n_fits))]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"foundation: {src} lacks {missing} of its bag of {model.config.n_fits} fits")
+        model.boosters = [lgb.Booster(model_file=str(f)) for f in files]
         return model
 
 
