@@ -17,7 +17,6 @@ Needs the prepare and features stages' outputs. Writes ``data/experiments/founda
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import Any
@@ -28,6 +27,7 @@ import polars as pl
 from migrainemamba.config import load_config, resolve_path, to_dict
 from migrainemamba.data.prepare import PreparedCohort
 from migrainemamba.evaluation.harness import score_predictions
+from migrainemamba.experiments import save_result
 from migrainemamba.features.daily import WARNING_RECORD_COLUMNS
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.baselines import RunningBaseRate
@@ -100,10 +100,7 @@ def main() -> None:
     seeds = [int(s) for s in args.get("seeds", "1,2,3,4").split(",")]
     cfg = load_config(["tracking.enabled=false"])
     result = run(cfg, seeds)
-    path = resolve_path(cfg.paths.data_dir) / "experiments" / "foundation_seeds.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    save_result(cfg, "foundation_seeds", result)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ stages' outputs. Writes ``data/experiments/known_person.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -28,6 +27,7 @@ import polars as pl
 from migrainemamba.config import load_config, resolve_path, to_dict
 from migrainemamba.data.prepare import PreparedCohort
 from migrainemamba.evaluation.harness import score_predictions
+from migrainemamba.experiments import save_result
 from migrainemamba.models.base import ForecastBatch
 from migrainemamba.models.baselines import RunningBaseRate
 from migrainemamba.models.bayes_logistic import Rows, fit_laplace, sigmoid
@@ -100,10 +100,7 @@ def main() -> None:
     configure_entry_point()
     cfg = load_config(["tracking.enabled=false"])
     result = run(cfg)
-    path = resolve_path(cfg.paths.data_dir) / "experiments" / "known_person.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    save_result(cfg, "known_person", result)
 
 
 if __name__ == "__main__":
