@@ -17,7 +17,6 @@ Needs the prepare and features stages' outputs. Writes ``data/experiments/founda
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
@@ -35,8 +34,6 @@ from migrainemamba.models.bayes_logistic import sigmoid
 from migrainemamba.models.foundation import FoundationConfig, FoundationModel, split_batches
 from migrainemamba.runtime import configure_entry_point
 from migrainemamba.split import make_split
-
-log = logging.getLogger(__name__)
 
 PHASES = ("1-14", "15-30", "31+")
 METRICS = ("brier_skill", "within_person_risk_corr", "ece")

@@ -18,7 +18,6 @@ stages' outputs. Writes ``data/experiments/known_person.json``.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -35,8 +34,6 @@ from migrainemamba.models.foundation import FoundationModel
 from migrainemamba.models.personal import effect_log_odds
 from migrainemamba.runtime import configure_entry_point
 from migrainemamba.split import make_split
-
-log = logging.getLogger(__name__)
 
 # attribute of truth_users -> the foundation effect it changes
 ATTRIBUTES = {"prodrome_prone": "prodrome", "bursty": "recent_attacks"}
